@@ -1,0 +1,44 @@
+# The two commands of the README, plus benchmarks. Every target installs what it needs first.
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+CLANGXX ?= $(shell command -v clang++-14 || command -v clang++)
+RELEASE_DIR ?= build/release
+CHECK_DIR ?= build/check
+GCC_DIR ?= build/gcc
+BENCH_DIR ?= build/bench
+SHARED_BENCH ?= $(abspath ../shared/bench)
+
+.PHONY: setup tour check check-gcc check-tsan bench clean
+
+setup:
+	@./scripts/setup.sh
+
+# Release build with g++, then every example in order under the heading of what it mirrors.
+tour: setup
+	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release -DAWITH_BUILD_TESTS=OFF
+	cmake --build $(RELEASE_DIR) -j$(JOBS)
+	./scripts/tour.sh $(RELEASE_DIR)
+
+# ASan+UBSan build with clang (g++ 12 cannot tail-call symmetric transfer under ASan:
+# ../shared/notes/toolchain.md), then the whole CTest suite.
+check: setup
+	cmake -S . -B $(CHECK_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=$(CLANGXX) \
+	  -DAWITH_SANITIZE=address,undefined -DAWITH_INSTALL_TEST=ON
+	cmake --build $(CHECK_DIR) -j$(JOBS)
+	cd $(CHECK_DIR) && ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j$(JOBS)
+
+# The same suite built by g++ 12 at -O2 (the second compiler CI keeps green).
+check-gcc: setup
+	cmake -S . -B $(GCC_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=g++
+	cmake --build $(GCC_DIR) -j$(JOBS)
+	cd $(GCC_DIR) && ctest --output-on-failure -j$(JOBS)
+
+# Benchmarks side by side with the peers of ../shared/bench (skipped with a note when absent).
+bench: setup
+	cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release -DAWITH_BUILD_TESTS=OFF -DAWITH_BUILD_BENCH=ON
+	cmake --build $(BENCH_DIR) -j$(JOBS)
+	SHARED_BENCH=$(SHARED_BENCH) ./scripts/bench.sh $(BENCH_DIR)
+
+clean:
+	rm -rf build

@@ -1,0 +1,12 @@
+// Everything awith offers, in one include.
+#pragma once
+
+#include "awith/errors.hpp"
+#include "awith/gather.hpp"
+#include "awith/io_wait.hpp"
+#include "awith/loop.hpp"
+#include "awith/run.hpp"
+#include "awith/runtime.hpp"
+#include "awith/task.hpp"
+#include "awith/tasks.hpp"
+#include "awith/thread.hpp"

@@ -1,0 +1,220 @@
+#include "awith/runtime.hpp"
+
+#include <algorithm>
+
+#include "awith/tasks.hpp"
+
+namespace awith {
+namespace detail {
+
+TaskBase::TaskBase(EventLoop& loop, std::coroutine_handle<> root, SourceLocation where) noexcept
+    : loop_(&loop), resume_(root), where_(where) {
+  own_scope_.task = this;
+  top_ = &own_scope_;
+  loop.register_task(this);
+}
+
+TaskBase::~TaskBase() {
+  if (exception_ && !ended_cancelled_ && !retrieved_) {
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(exception_);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    std::string message = "task exception was never retrieved: " + describe() + ": " + what;
+    if (auto* running = EventLoop::current()) {
+      running->call_exception_handler(message);
+    } else {
+      std::fprintf(stderr, "awith: %s\n", message.c_str());
+    }
+  }
+}
+
+std::string TaskBase::describe() const {
+  std::string file = where_.file;
+  auto slash = file.find_last_of('/');
+  if (slash != std::string::npos) file = file.substr(slash + 1);
+  return "task created at " + file + ":" + std::to_string(where_.line) + " in " + where_.function;
+}
+
+const std::string& TaskBase::cancel_message() const noexcept {
+  static const std::string empty;
+  return cancel_message_ ? *cancel_message_ : empty;
+}
+
+bool TaskBase::cancel(std::string message) {
+  if (done()) return false;
+  ++cancel_requests_;
+  if (!message.empty()) cancel_message_ = std::make_unique<std::string>(std::move(message));
+  own_scope_.request_cancel();
+  return true;
+}
+
+int TaskBase::uncancel() noexcept {
+  if (cancel_requests_ > 0 && --cancel_requests_ == 0) own_scope_.cancel_stamp = 0;
+  return cancel_requests_;
+}
+
+bool TaskBase::cancel_visible() const noexcept { return visible_cancelled_scope(top_) != nullptr; }
+
+Scope* TaskBase::visible_cancelled_scope(Scope* from) const noexcept {
+  std::uint64_t barrier = 0;
+  for (Scope* s = from; s; s = s->parent) {
+    if (s->cancel_stamp > barrier) return s;
+    if (s->shielded) return nullptr;
+    barrier = std::max(barrier, s->barrier);
+  }
+  return nullptr;
+}
+
+void TaskBase::on_cancel_request() noexcept {
+  if (!waiter_ || !cancel_visible()) return;
+  Waiter* w = waiter_;
+  waiter_ = nullptr;
+  if (w->detach(w)) {
+    interrupted_ = true;
+    schedule();
+  }
+}
+
+void TaskBase::run() {
+  scheduled_ = false;
+  waiter_ = nullptr;
+  if (done()) return;
+  if (!started_) {
+    started_ = true;
+    if (cancel_visible()) {  // cancelled before its first step: the body never runs (asyncio)
+      destroy_frame();
+      finish(std::make_exception_ptr(CancelledError(cancel_message())));
+      return;
+    }
+  }
+  TaskBase* previous = loop_->current_task();
+  loop_->set_current_task(this);
+  add_ref();
+  resume_.resume();
+  loop_->set_current_task(previous);
+  if (!done() && coroutine_done()) take_result();
+  release();
+}
+
+void TaskBase::finish(std::exception_ptr e) noexcept {
+  exception_ = std::move(e);
+  ended_cancelled_ = exception_ && is_cancelled_error(exception_);
+  phase_ = TaskPhase::done;
+  destroy_frame();
+  loop_->unregister_task(this);
+  while (completions_) {
+    CompletionNode* n = completions_;
+    remove_completion(n);
+    n->notify(n);
+  }
+  release();  // the loop's reference
+}
+
+void TaskBase::add_completion(CompletionNode* n) noexcept {
+  if (!completions_) {
+    n->next = n->prev = n;
+    completions_ = n;
+    return;
+  }
+  CompletionNode* tail = completions_->prev;
+  n->prev = tail;
+  n->next = completions_;
+  tail->next = n;
+  completions_->prev = n;
+}
+
+void TaskBase::remove_completion(CompletionNode* n) noexcept {
+  if (!n->next) return;
+  if (n->next == n) {
+    completions_ = nullptr;
+  } else {
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    if (completions_ == n) completions_ = n->next;
+  }
+  n->next = n->prev = nullptr;
+}
+
+void Scope::request_cancel() noexcept {
+  if (task) {
+    cancel_stamp = task->loop().next_cancel_stamp();
+    task->on_cancel_request();
+  } else if (auto* loop = EventLoop::current()) {
+    cancel_stamp = loop->next_cancel_stamp();
+  } else {
+    cancel_stamp = 1;
+  }
+}
+
+void Scope::enter(TaskBase* owner) noexcept {
+  task = owner;
+  parent = owner->top_scope();
+  owner->set_top_scope(this);
+}
+
+void Scope::exit() noexcept {
+  if (!task) return;
+  if (task->top_scope() == this) {
+    task->set_top_scope(parent);
+  } else {
+    for (Scope* s = task->top_scope(); s; s = s->parent) {
+      if (s->parent == this) {
+        s->parent = parent;
+        break;
+      }
+    }
+  }
+  task = nullptr;
+  parent = nullptr;
+}
+
+TaskBase& this_task() {
+  auto* loop = EventLoop::current();
+  TaskBase* t = loop ? loop->current_task() : nullptr;
+  if (!t) throw RuntimeError("an awith awaitable was awaited outside of a running task");
+  return *t;
+}
+
+bool is_cancelled_error(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const CancelledError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool SleepAwaiter::await_suspend(std::coroutine_handle<> h) {
+  if (!begin(h)) return false;
+  if (delay <= Duration::zero()) {
+    task->schedule();  // sleep(0): to the back of the ready queue
+  } else {
+    task->loop().add_timer(this, task->loop().time() + delay);
+  }
+  return true;
+}
+
+void SleepAwaiter::on_fire(TimerNode* n) noexcept { static_cast<SleepAwaiter*>(n)->wake(); }
+
+bool SleepAwaiter::on_detach(Waiter* w) noexcept {
+  auto* self = static_cast<SleepAwaiter*>(w);
+  self->task->loop().remove_timer(self);
+  return true;
+}
+
+}  // namespace detail
+
+TaskRef current_task() { return TaskRef(&detail::this_task()); }
+
+std::vector<TaskRef> all_tasks() {
+  std::vector<TaskRef> out;
+  for (auto* t = EventLoop::running().first_task(); t; t = t->next_live) out.emplace_back(t);
+  return out;
+}
+
+}  // namespace awith
