@@ -1,0 +1,127 @@
+// Micro-benchmarks of the core runtime, measured like ../shared/bench/micro (asyncio, uvloop,
+// Asio) so scripts/bench.sh can print them in one table. Each benchmark runs as the main task of
+// a fresh loop. Counters: ops_per_iteration (the time per operation is the time per iteration
+// divided by it) and bytes_per_task (the memory row).
+#include <benchmark/benchmark.h>
+#include <malloc.h>
+
+#include <awith/awith.hpp>
+#include <chrono>
+#include <cstddef>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using awith::Task;
+
+namespace {
+
+constexpr int kBatch = 1000;  // call_soon and timers: the loop runs once per batch, as the peers do
+
+Task<long> leaf(long x) { co_return x + 1; }
+
+// co_await of a nested Task (asyncio: `await coro()`).
+Task<void> await_nested_task(benchmark::State& state) {
+  long acc = 0;
+  for (auto _ : state) acc = co_await leaf(acc);
+  benchmark::DoNotOptimize(acc);
+}
+
+// create_task + await it (asyncio: `await loop.create_task(coro())`).
+Task<void> create_task_await(benchmark::State& state) {
+  long acc = 0;
+  for (auto _ : state) acc = co_await awith::create_task(leaf(acc));
+  benchmark::DoNotOptimize(acc);
+}
+
+Task<void> yield_until(const bool& stop) {
+  while (!stop) co_await awith::sleep(0);
+}
+
+// sleep(0) ping between two tasks; every iteration is two switches.
+Task<void> sleep0_switch(benchmark::State& state) {
+  bool stop = false;
+  auto partner = awith::create_task(yield_until(stop));
+  for (auto _ : state) co_await awith::sleep(0);
+  stop = true;
+  co_await partner;
+  state.counters["ops_per_iteration"] = 2;
+}
+
+// call_soon(cb) in batches of kBatch; the sleep(0) behind them lets the loop run the batch.
+Task<void> call_soon_batch(benchmark::State& state) {
+  auto& loop = awith::EventLoop::running();
+  long ran = 0;
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) loop.call_soon([&ran] { ++ran; });
+    co_await awith::sleep(0);
+  }
+  if (ran != static_cast<long>(state.iterations()) * kBatch) state.SkipWithError("call_soon: callbacks lost");
+  state.counters["ops_per_iteration"] = kBatch;
+}
+
+// call_later(10 s, cb) + Handle::cancel(), in batches of kBatch with one loop run per batch.
+Task<void> timer_arm_cancel(benchmark::State& state) {
+  auto& loop = awith::EventLoop::running();
+  long ran = 0;
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) loop.call_later(10s, [&ran] { ++ran; }).cancel();
+    co_await awith::sleep(0);
+  }
+  if (ran != 0) state.SkipWithError("timer: a cancelled callback ran");
+  state.counters["ops_per_iteration"] = kBatch;
+}
+
+std::size_t heap_in_use() {
+  struct mallinfo2 m = ::mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
+
+Task<void> sleep_long() { co_await awith::sleep(1h); }
+
+// Heap bytes per task suspended on sleep: everything allocated between before and after creating
+// `count` tasks that have all started and suspended (task state, frame, timer heap, handles).
+Task<double> bytes_per_pending_task(std::size_t count) {
+  std::size_t before = heap_in_use();
+  std::vector<awith::TaskHandle<void>> tasks;
+  tasks.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) tasks.push_back(awith::create_task(sleep_long()));
+  co_await awith::sleep(0);  // every task runs to its sleep
+  std::size_t after = heap_in_use();
+  for (auto& t : tasks) t.cancel();
+  for (auto& t : tasks) {
+    try {
+      co_await t;
+    } catch (const awith::CancelledError&) {
+    }
+  }
+  co_return static_cast<double>(after - before) / static_cast<double>(count);
+}
+
+void BM_co_await_nested_task(benchmark::State& state) { awith::run(await_nested_task(state)); }
+void BM_create_task_await(benchmark::State& state) { awith::run(create_task_await(state)); }
+void BM_sleep0_switch(benchmark::State& state) { awith::run(sleep0_switch(state)); }
+void BM_call_soon(benchmark::State& state) { awith::run(call_soon_batch(state)); }
+void BM_timer_arm_cancel(benchmark::State& state) { awith::run(timer_arm_cancel(state)); }
+
+// A fresh thread, so its loop starts from an empty frame pool: recycled frames would hide bytes.
+void BM_pending_task_memory(benchmark::State& state) {
+  constexpr std::size_t kTasks = 100'000;
+  double bytes = 0;
+  for (auto _ : state) {
+    std::thread fresh([&bytes] { bytes = awith::run(bytes_per_pending_task(kTasks)); });
+    fresh.join();
+  }
+  state.counters["bytes_per_task"] = bytes;
+}
+
+}  // namespace
+
+BENCHMARK(BM_co_await_nested_task);
+BENCHMARK(BM_create_task_await);
+BENCHMARK(BM_sleep0_switch);
+BENCHMARK(BM_call_soon);
+BENCHMARK(BM_timer_arm_cancel);
+BENCHMARK(BM_pending_task_memory)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
