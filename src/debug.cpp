@@ -49,3 +49,16 @@ void report_never_awaited(std::coroutine_handle<> frame) noexcept {
 }
 
 }  // namespace awith::detail
+
+namespace awith::detail {
+void report_unclosed(const char* what) noexcept {
+  try {
+    if (auto* loop = EventLoop::current()) {
+      loop->call_exception_handler(what);
+    } else {
+      std::fprintf(stderr, "awith: %s\n", what);
+    }
+  } catch (...) {
+  }
+}
+}  // namespace awith::detail

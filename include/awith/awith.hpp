@@ -1,7 +1,10 @@
 // Everything awith offers, in one include.
 #pragma once
 
+#include "awith/awaitable.hpp"
+#include "awith/context.hpp"
 #include "awith/errors.hpp"
+#include "awith/exit_stack.hpp"
 #include "awith/gather.hpp"
 #include "awith/io_wait.hpp"
 #include "awith/loop.hpp"
