@@ -6,6 +6,11 @@
 #include <malloc.h>
 
 #include <awith/awith.hpp>
+#if __has_include(<awith/context.hpp>) && __has_include(<awith/exit_stack.hpp>)
+#include <awith/context.hpp>
+#include <awith/exit_stack.hpp>
+#define AWITH_BENCH_CONTEXT 1
+#endif
 #include <chrono>
 #include <cstddef>
 #include <thread>
@@ -115,6 +120,65 @@ void BM_pending_task_memory(benchmark::State& state) {
   state.counters["bytes_per_task"] = bytes;
 }
 
+
+#ifdef AWITH_BENCH_CONTEXT
+// --- context managers (asyncio's rows use a class ACM and `await coro()` as the body) -----------
+
+Task<void> trivial() { co_return; }
+
+struct ClassManager {
+  Task<ClassManager&> aenter() { co_return *this; }
+  Task<bool> aexit(std::exception_ptr) { co_return false; }
+};
+
+// async_with(ClassManager{}, body) where the body awaits a trivial coroutine.
+Task<void> async_with_class_manager(benchmark::State& state) {
+  for (auto _ : state) co_await awith::async_with(ClassManager{}, [](ClassManager&) { return trivial(); });
+}
+
+// The same body without the manager: what async_with adds is the difference to the row above.
+Task<void> async_with_body_alone(benchmark::State& state) {
+  ClassManager manager;
+  auto body = [](ClassManager&) { return trivial(); };
+  for (auto _ : state) co_await body(manager);
+}
+
+// aenter, body and aexit awaited by hand (asyncio: acm_class_manual).
+Task<void> class_manager_by_hand(benchmark::State& state) {
+  for (auto _ : state) {
+    ClassManager manager;
+    co_await manager.aenter();
+    co_await trivial();
+    co_await manager.aexit(nullptr);
+  }
+}
+
+awith::AsyncContextManager<void> empty_generator_manager() { co_yield {}; }
+
+// A generator manager (@asynccontextmanager) entered and exited around an empty body.
+Task<void> generator_manager(benchmark::State& state) {
+  for (auto _ : state) co_await awith::async_with(empty_generator_manager(), [] { return trivial(); });
+}
+
+constexpr int kStackEntries = 10;
+
+// An AsyncExitStack entering kStackEntries class managers, per entry.
+Task<void> exit_stack_entry(benchmark::State& state) {
+  for (auto _ : state) {
+    co_await awith::async_with(awith::AsyncExitStack{}, [](awith::AsyncExitStack& stack) -> Task<void> {
+      for (int i = 0; i < kStackEntries; ++i) co_await stack.enter_async_context(ClassManager{});
+    });
+  }
+  state.counters["ops_per_iteration"] = kStackEntries;
+}
+
+void BM_async_with_class_acm(benchmark::State& state) { awith::run(async_with_class_manager(state)); }
+void BM_async_with_body_alone(benchmark::State& state) { awith::run(async_with_body_alone(state)); }
+void BM_class_acm_by_hand(benchmark::State& state) { awith::run(class_manager_by_hand(state)); }
+void BM_generator_manager(benchmark::State& state) { awith::run(generator_manager(state)); }
+void BM_exit_stack_entry(benchmark::State& state) { awith::run(exit_stack_entry(state)); }
+#endif
+
 }  // namespace
 
 BENCHMARK(BM_co_await_nested_task);
@@ -122,6 +186,13 @@ BENCHMARK(BM_create_task_await);
 BENCHMARK(BM_sleep0_switch);
 BENCHMARK(BM_call_soon);
 BENCHMARK(BM_timer_arm_cancel);
+#ifdef AWITH_BENCH_CONTEXT
+BENCHMARK(BM_async_with_class_acm);
+BENCHMARK(BM_async_with_body_alone);
+BENCHMARK(BM_class_acm_by_hand);
+BENCHMARK(BM_generator_manager);
+BENCHMARK(BM_exit_stack_entry);
+#endif
 BENCHMARK(BM_pending_task_memory)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();
