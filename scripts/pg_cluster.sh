@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for tests, the tour and benchmarks.
+#
+#   pg_cluster.sh start DIR    initdb into DIR (created, owned by postgres) and start the server on
+#                              127.0.0.1:<free port> with its unix socket in DIR; prints the DSN.
+#                              Idempotent: a running cluster in DIR just prints its DSN.
+#   pg_cluster.sh dsn DIR      prints the DSN of the running cluster in DIR
+#   pg_cluster.sh restart DIR  pg_ctl restart -m fast (same port)
+#   pg_cluster.sh stop DIR     stops the server and removes DIR
+#
+# Trust authentication, fsync off: for tests only. Nothing outside DIR is touched. initdb and
+# pg_ctl refuse to run as root, so as root they run as the postgres user (runuser).
+set -euo pipefail
+
+usage() { echo "usage: $0 start|dsn|restart|stop DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+cmd=$1
+dir=$2
+case $dir in /*) ;; *) dir=$(pwd)/$dir ;; esac
+data=$dir/data
+
+pgbin=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[ -x "$pgbin/initdb" ] || { echo "pg_cluster: PostgreSQL server binaries not found (run scripts/setup.sh)" >&2; exit 1; }
+
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+running() { [ -f "$data/postmaster.pid" ] && as_pg "$pgbin/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+dsn() { echo "host=127.0.0.1 port=$(cat "$dir/port") user=postgres dbname=postgres"; }
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() {
+  mkdir -p "$dir"
+  # Concurrent test processes may all ask for the cluster: the first one creates it.
+  exec 9>"$dir/.lock"
+  flock -w 120 9
+  if running; then dsn; return; fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    as_pg "$pgbin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 9>&- \
+      || { cat "$dir/initdb.log" >&2; exit 1; }
+  fi
+  local port=${PG_PORT:-25432} tries=0
+  while :; do
+    while ! port_free "$port"; do port=$((port + 1)); done
+    if as_pg "$pgbin/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 30 \
+         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+         start >/dev/null 9>&-; then
+      break
+    fi
+    tries=$((tries + 1))
+    [ $tries -lt 5 ] || { tail -20 "$dir/postgres.log" >&2; exit 1; }
+    port=$((port + 1))
+  done
+  echo "$port" >"$dir/port"
+  dsn
+}
+
+case $cmd in
+  start) start ;;
+  dsn) running || { echo "pg_cluster: no cluster running in $dir" >&2; exit 1; }; dsn ;;
+  restart) as_pg "$pgbin/pg_ctl" -D "$data" -l "$dir/postgres.log" -m fast -w -t 30 restart >/dev/null ;;
+  stop)
+    if [ -f "$data/postmaster.pid" ]; then
+      as_pg "$pgbin/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null || true
+    fi
+    rm -rf "$dir"
+    ;;
+  *) usage ;;
+esac
