@@ -4,6 +4,7 @@
 // divided by it) and bytes_per_task (the memory row).
 #include <benchmark/benchmark.h>
 #include <malloc.h>
+#include <unistd.h>
 
 #include <awith/awith.hpp>
 #if __has_include(<awith/context.hpp>) && __has_include(<awith/exit_stack.hpp>)
@@ -13,6 +14,10 @@
 #endif
 #include <chrono>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -82,17 +87,28 @@ std::size_t heap_in_use() {
   return m.uordblks + m.hblkhd;
 }
 
+std::size_t resident_bytes() {
+  unsigned long size = 0, resident = 0;
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+constexpr std::size_t kMemoryTasks = 100'000;
+
 Task<void> sleep_long() { co_await awith::sleep(1h); }
 
-// Heap bytes per task suspended on sleep: everything allocated between before and after creating
-// `count` tasks that have all started and suspended (task state, frame, timer heap, handles).
-Task<double> bytes_per_pending_task(std::size_t count) {
-  std::size_t before = heap_in_use();
+// Bytes per task suspended on sleep: what `measure` grows by while `count` tasks are created and
+// all start and suspend (task state, frame, timer heap, handles).
+Task<double> bytes_per_pending_task(std::size_t count, std::size_t (*measure)()) {
+  std::size_t before = measure();
   std::vector<awith::TaskHandle<void>> tasks;
   tasks.reserve(count);
   for (std::size_t i = 0; i < count; ++i) tasks.push_back(awith::create_task(sleep_long()));
   co_await awith::sleep(0);  // every task runs to its sleep
-  std::size_t after = heap_in_use();
+  std::size_t after = measure();
   for (auto& t : tasks) t.cancel();
   for (auto& t : tasks) {
     try {
@@ -109,13 +125,28 @@ void BM_sleep0_switch(benchmark::State& state) { awith::run(sleep0_switch(state)
 void BM_call_soon(benchmark::State& state) { awith::run(call_soon_batch(state)); }
 void BM_timer_arm_cancel(benchmark::State& state) { awith::run(timer_arm_cancel(state)); }
 
-// A fresh thread, so its loop starts from an empty frame pool: recycled frames would hide bytes.
+// Heap bytes (mallinfo2), in a fresh thread so that its loop starts from an empty frame pool:
+// recycled frames would hide bytes.
 void BM_pending_task_memory(benchmark::State& state) {
-  constexpr std::size_t kTasks = 100'000;
   double bytes = 0;
   for (auto _ : state) {
-    std::thread fresh([&bytes] { bytes = awith::run(bytes_per_pending_task(kTasks)); });
+    std::thread fresh([&bytes] { bytes = awith::run(bytes_per_pending_task(kMemoryTasks, heap_in_use)); });
     fresh.join();
+  }
+  state.counters["bytes_per_task"] = bytes;
+}
+
+// Resident bytes, measured in a fresh process (this binary run with --rss-child) as the peers do:
+// memory this process freed earlier would otherwise be reused without growing the RSS.
+std::string g_self_exe;
+
+void BM_pending_task_rss(benchmark::State& state) {
+  double bytes = 0;
+  for (auto _ : state) {
+    std::string command = g_self_exe + " --rss-child " + std::to_string(kMemoryTasks);
+    std::FILE* child = ::popen(command.c_str(), "r");
+    if (!child || std::fscanf(child, "%lf", &bytes) != 1) state.SkipWithError("--rss-child gave no number");
+    if (child && ::pclose(child) != 0) state.SkipWithError("--rss-child failed");
   }
   state.counters["bytes_per_task"] = bytes;
 }
@@ -194,5 +225,21 @@ BENCHMARK(BM_generator_manager);
 BENCHMARK(BM_exit_stack_entry);
 #endif
 BENCHMARK(BM_pending_task_memory)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_pending_task_rss)->Iterations(1)->Unit(benchmark::kMillisecond);
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "--rss-child") == 0) {
+    std::size_t count = std::strtoul(argv[2], nullptr, 10);
+    std::printf("%.1f\n", awith::run(bytes_per_pending_task(count, resident_bytes)));
+    return 0;
+  }
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return 1;
+  g_self_exe.assign(exe, static_cast<std::size_t>(n));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -23,6 +23,7 @@ KEYS = {
     "BM_call_soon": "call_soon",
     "BM_timer_arm_cancel": "timer_arm_cancel",
     "BM_pending_task_memory": "mem_pending_task_traced",
+    "BM_pending_task_rss": "mem_pending_task_rss",
     "BM_taskgroup_child": "taskgroup_child",
     "BM_timeout_not_fired": "timeout_not_fired",
     "BM_async_with_class_acm": "acm_class_async_with",
