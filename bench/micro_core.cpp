@@ -12,6 +12,11 @@
 #include <awith/exit_stack.hpp>
 #define AWITH_BENCH_CONTEXT 1
 #endif
+#if defined(AWITH_BENCH_CONTEXT) && __has_include(<awith/timeout.hpp>) && __has_include(<awith/task_group.hpp>)
+#include <awith/task_group.hpp>
+#include <awith/timeout.hpp>
+#define AWITH_BENCH_STRUCTURED 1
+#endif
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -210,6 +215,36 @@ void BM_generator_manager(benchmark::State& state) { awith::run(generator_manage
 void BM_exit_stack_entry(benchmark::State& state) { awith::run(exit_stack_entry(state)); }
 #endif
 
+#ifdef AWITH_BENCH_STRUCTURED
+// --- timeouts and task groups ---------------------------------------------------------------------
+
+// async_with(timeout(10 s), body awaiting a trivial coroutine), never firing; the loop runs once
+// per batch, as in the asyncio row.
+Task<void> timeout_not_fired(benchmark::State& state) {
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) co_await awith::async_with(awith::timeout(10s), [](awith::Timeout&) { return trivial(); });
+    co_await awith::sleep(0);
+  }
+  state.counters["ops_per_iteration"] = kBatch;
+}
+
+constexpr int kGroupChildren = 10'000;
+
+// A TaskGroup that spawns kGroupChildren trivial children and joins them, per child.
+Task<void> taskgroup_child(benchmark::State& state) {
+  for (auto _ : state) {
+    co_await awith::async_with(awith::TaskGroup(), [](awith::TaskGroup& group) -> Task<void> {
+      for (int i = 0; i < kGroupChildren; ++i) group.create_task(trivial());
+      co_return;
+    });
+  }
+  state.counters["ops_per_iteration"] = kGroupChildren;
+}
+
+void BM_timeout_not_fired(benchmark::State& state) { awith::run(timeout_not_fired(state)); }
+void BM_taskgroup_child(benchmark::State& state) { awith::run(taskgroup_child(state)); }
+#endif
+
 }  // namespace
 
 BENCHMARK(BM_co_await_nested_task);
@@ -223,6 +258,10 @@ BENCHMARK(BM_async_with_body_alone);
 BENCHMARK(BM_class_acm_by_hand);
 BENCHMARK(BM_generator_manager);
 BENCHMARK(BM_exit_stack_entry);
+#endif
+#ifdef AWITH_BENCH_STRUCTURED
+BENCHMARK(BM_timeout_not_fired);
+BENCHMARK(BM_taskgroup_child);
 #endif
 BENCHMARK(BM_pending_task_memory)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_pending_task_rss)->Iterations(1)->Unit(benchmark::kMillisecond);
