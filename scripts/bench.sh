@@ -12,7 +12,7 @@
 #      SUITES ["micro echo http pg"]  SAMPLES [5] repetitions (median)  SCALE [1.0] peers' counts
 #      MICRO_CPU [0]  BENCH_MIN_TIME [0.3] s per awith repetition  PY [/usr/bin/python3]
 #      ECHO_ONLY ["epoll_echo asio_coro libuv awith"] (the harness's ONLY)  REPEATS [3] per suite
-#      ECHO_SERVER_ARGS [""] extra arguments of awith's echo server (before {port})
+#      ECHO_SERVER_CMD [BUILD_DIR/examples/echo_server --bench {port}] awith's echo server
 # Only numbers of the same run compare: quote the ratios, not the absolute values.
 set -uo pipefail
 
@@ -103,12 +103,22 @@ run_micro() {
 }
 
 run_echo() {
-  local server
-  server=$(find_binary echo_server) || { echo "bench: echo: no echo_server built, skipped"; return 0; }
+  # examples/echo_server --bench PORT echoes every byte until the peer closes (the harness's mode).
+  local command=${ECHO_SERVER_CMD:-}
+  if [ -z "$command" ]; then
+    if [ -x "$BUILD/examples/echo_server" ]; then
+      command="$BUILD/examples/echo_server --bench {port}"
+    elif [ -x "$BUILD/bench/echo_server" ]; then
+      command="$BUILD/bench/echo_server {port}"
+    else
+      echo "bench: echo: no echo_server built, skipped"
+      return 0
+    fi
+  fi
   echo
-  echo "## Echo ($SHARED_BENCH/echo/run_echo.sh, awith = $server ${ECHO_SERVER_ARGS:-}{port})"
+  echo "## Echo ($SHARED_BENCH/echo/run_echo.sh, awith = $command)"
   ONLY=${ECHO_ONLY:-epoll_echo asio_coro libuv awith} timeout 1800 "$SHARED_BENCH/echo/run_echo.sh" \
-    "awith=$server ${ECHO_SERVER_ARGS:+$ECHO_SERVER_ARGS }{port}" 2>"$OUT/echo.log" | tee "$OUT/echo.md" ||
+    "awith=$command" 2>"$OUT/echo.log" | tee "$OUT/echo.md" ||
     { echo "bench: run_echo.sh failed (see $OUT/echo.log)"; status=1; }
 }
 
