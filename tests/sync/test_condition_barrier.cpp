@@ -41,7 +41,7 @@ TEST(Condition, Sync06Notify) {
       });
     };
     std::vector<TaskHandle<void>> tasks;
-    for (int i = 0; i < 5; ++i) tasks.push_back(create_task(waiter("w" + std::to_string(i))));
+    for (int i = 0; i < 5; ++i) tasks.push_back(create_task(waiter(std::string("w") + std::to_string(i))));
     for (int i = 0; i < 3; ++i) co_await sleep(0);
     co_await async_with(cond, [&]() -> Task<void> {
       trace("main notify(2)");

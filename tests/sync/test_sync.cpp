@@ -318,7 +318,7 @@ TEST(Event, Sync09SetClearWait) {
       trace(name + " woke r=" + py(r));
     };
     std::vector<TaskHandle<void>> ts;
-    for (int i = 0; i < 3; ++i) ts.push_back(create_task(waiter("w" + std::to_string(i))));
+    for (int i = 0; i < 3; ++i) ts.push_back(create_task(waiter(std::string("w") + std::to_string(i))));
     co_await sleep(0);
     trace("is_set=" + py(ev.is_set()) + "; set()");
     ev.set();
