@@ -61,10 +61,13 @@ free_port() {
   while ! port_free "$p"; do p=$((p + 1)); done
   echo "$p"
 }
-wait_listening() {  # PORT PID: until something accepts on 127.0.0.1:PORT (5 s), while PID lives
+is_listening() {  # without connecting, so that servers do not see a stray connection
+  if command -v ss >/dev/null; then ss -Hltn "sport = :$1" | grep -q .; else (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; fi
+}
+wait_listening() {  # PORT PID: until something listens on 127.0.0.1:PORT (5 s), while PID lives
   local i
   for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    is_listening "$1" && return 0
     kill -0 "$2" 2>/dev/null || return 1
     sleep 0.05
   done
