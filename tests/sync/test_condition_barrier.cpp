@@ -355,4 +355,29 @@ TEST(Barrier, CancelledPartyLeavesTheCount) {
   }());
 }
 
+// Cancelled after the barrier released it but before it ran: its wait returns the index (the
+// wake-up came first), the CancelledError comes at its next await, and it leaves the count.
+TEST(Barrier, WokenThenCancelledPassesAndLeaves) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    Barrier barrier(2);
+    auto a = create_task([&]() -> Task<void> {
+      std::size_t i = co_await barrier.wait();
+      trace("a passed index=" + std::to_string(i));
+      co_await sleep(0);
+      trace("a not cancelled");
+    });
+    co_await sleep(0);
+    EXPECT_EQ(co_await barrier.wait(), 1u);  // trips and releases a
+    a.cancel();
+    EXPECT_THROW(co_await a, CancelledError);
+    auto b = create_task([&]() -> Task<std::size_t> { co_return co_await barrier.wait(); });
+    co_await sleep(0);
+    EXPECT_EQ(barrier.n_waiting(), 1u);
+    EXPECT_EQ(co_await barrier.wait(), 1u);
+    EXPECT_EQ(co_await b, 0u);
+  }());
+  EXPECT_EQ(trace.str(), "a passed index=0\n");
+}
+
 TEST(Barrier, ZeroPartiesIsAValueError) { EXPECT_THROW(Barrier(0), std::invalid_argument); }
