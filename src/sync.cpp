@@ -9,6 +9,7 @@ bool ConditionWait::await_ready() const {
 }
 
 bool ConditionWait::await_suspend(std::coroutine_handle<> h) {
+  cond->waiters_.bind_running_loop();
   if (!begin(h)) return false;  // cancelled: the lock stays held and await_resume raises
   phase = Phase::notify_wait;
   cond->waiters_.push_back(this);
@@ -22,6 +23,7 @@ void ConditionWait::on_woken(WaitNode* n) noexcept {
     // Notified: queue for the lock, which the notifier holds, instead of waking to find it taken.
     self->notified = true;
     self->phase = Phase::lock_wait;
+    self->cond->lock_->waiters_.adopt_loop(self->task->loop());
     self->cond->lock_->waiters_.push_back(self);
     return;
   }
@@ -41,6 +43,7 @@ bool ConditionWait::on_detach(Waiter* w) noexcept {
       return true;
     }
     self->phase = Phase::lock_wait;
+    lock.waiters_.adopt_loop(self->task->loop());
     lock.waiters_.push_back(self);
   }
   return false;  // the re-acquire is uninterruptible; await_resume raises once it holds the lock
@@ -87,8 +90,9 @@ bool BarrierWait::await_ready() {
 }
 
 bool BarrierWait::await_suspend(std::coroutine_handle<> h) {
-  if (!begin(h)) return false;
   Barrier& b = *barrier;
+  (b.state_ == Barrier::State::filling ? b.waiting_ : b.blocked_).bind_running_loop();
+  if (!begin(h)) return false;
   if (b.state_ == Barrier::State::filling) {
     b.arrive(this);
   } else {
@@ -178,13 +182,17 @@ void Barrier::admit_blocked() noexcept {
   }
 }
 
-void Barrier::reset() noexcept {
+void Barrier::reset() {
+  waiting_.check_thread("Barrier.reset");
+  blocked_.check_thread("Barrier.reset");
   state_ = count_ > 0 ? State::resetting : State::filling;
   release_waiting(detail::BarrierWait::Outcome::broken);
   admit_blocked();
 }
 
-void Barrier::abort() noexcept {
+void Barrier::abort() {
+  waiting_.check_thread("Barrier.abort");
+  blocked_.check_thread("Barrier.abort");
   state_ = State::broken;
   release_waiting(detail::BarrierWait::Outcome::broken);
   admit_blocked();

@@ -135,6 +135,7 @@ class BasicQueue {
       return shut_down;
     }
     bool await_suspend(std::coroutine_handle<> h) {
+      queue->getters_.bind_running_loop();
       if (!begin(h)) return false;
       queue->getters_.push_back(this);
       return true;
@@ -175,6 +176,7 @@ class BasicQueue {
       return true;
     }
     bool await_suspend(std::coroutine_handle<> h) {
+      queue->putters_.bind_running_loop();
       if (!begin(h)) return false;
       queue->putters_.push_back(this);
       return true;
@@ -223,6 +225,8 @@ class BasicQueue {
   // empty; waiting putters and getters wake with it. immediate: the items still queued are
   // dropped (and count as done for join()).
   void shutdown(bool immediate = false) {
+    getters_.check_thread("Queue.shutdown");
+    putters_.check_thread("Queue.shutdown");
     shut_down_ = true;
     if (immediate) {
       while (!empty()) {
@@ -246,6 +250,7 @@ class BasicQueue {
 
  private:
   void add(T&& v) {
+    getters_.check_thread("Queue.put");
     ++unfinished_;
     finished_.clear();
     if (!getters_.empty()) {  // only while empty: the first getter takes the item directly
@@ -257,6 +262,7 @@ class BasicQueue {
     items_.push(std::move(v));
   }
   T take() {
+    putters_.check_thread("Queue.get");
     T v = items_.pop();
     if (!putters_.empty()) {  // only while full: the slot just freed goes to the first putter
       auto* p = static_cast<PutWait*>(putters_.pop_front());

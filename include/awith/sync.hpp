@@ -25,6 +25,11 @@
 // the loop thread instead:
 //     loop.call_soon_threadsafe([&event] { event.set(); });
 // (`loop` is the EventLoop the waiting tasks run on, e.g. captured with EventLoop::running()).
+// Misuse is caught where it would do harm: waking waiters (release, set, notify, put/get
+// hand-offs, shutdown, Barrier reset/abort) from a thread that does not run their loop, and
+// awaiting a primitive from a task of another loop while tasks of the first still wait on it,
+// raise RuntimeError (asyncio's "bound to a different event loop"). An idle primitive may move
+// from one loop to the next, for example across successive awith::run() calls.
 //
 // Async context managers: Lock, Semaphore, BoundedSemaphore and Condition offer aenter() (an
 // acquire that yields the primitive itself) and aexit(std::exception_ptr) (release, never
@@ -66,6 +71,23 @@ struct WaitNode {
 class WaitList {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
+  // The waiters in a list all run on one loop. A task of another loop cannot join them, and they
+  // cannot be woken from a thread that does not run their loop (use call_soon_threadsafe): both
+  // are RuntimeErrors. Called before the awaitable registers its wait.
+  void bind_running_loop() {
+    EventLoop* running = EventLoop::current();
+    if (!running) return;  // WaitSlot::begin reports the missing task
+    if (head_ && loop_ != running)
+      throw RuntimeError("an awith primitive or queue was awaited from another event loop than its waiters'");
+    loop_ = running;
+  }
+  // Joins a waiter moved over from another list of the same loop (Condition to its Lock).
+  void adopt_loop(EventLoop& loop) noexcept {
+    if (!head_) loop_ = &loop;
+  }
+  void check_thread(const char* what) const {
+    if (head_) loop_->check_thread(what);
+  }
   void push_back(WaitNode* n) noexcept {
     n->prev = tail_;
     n->next = nullptr;
@@ -111,6 +133,7 @@ class WaitList {
  private:
   WaitNode* head_ = nullptr;
   WaitNode* tail_ = nullptr;
+  EventLoop* loop_ = nullptr;
 };
 
 // A wait for a permit that the releaser hands over directly (Lock, Semaphore). `granted` is true
@@ -128,6 +151,7 @@ struct PermitWait : WaitSlot, WaitNode {
     if (linked) queue->remove(this);
   }
   bool await_suspend(std::coroutine_handle<> h) {
+    queue->bind_running_loop();
     if (!begin(h)) return false;
     queue->push_back(this);
     return true;
@@ -206,6 +230,7 @@ class Lock {
   // Hands the lock to the first waiter, or unlocks it. RuntimeError if it is not locked.
   void release() {
     if (!locked_) throw RuntimeError("Lock is not acquired.");
+    waiters_.check_thread("Lock.release");
     hand_off();
   }
 
@@ -244,6 +269,7 @@ class Semaphore {
   // std::invalid_argument when that would exceed its initial value.
   void release() {
     if (value_ >= bound_) throw std::invalid_argument("BoundedSemaphore released too many times");
+    waiters_.check_thread("Semaphore.release");
     if (!waiters_.wake_first()) ++value_;
   }
 
@@ -326,8 +352,9 @@ class Event {
   Event& operator=(const Event&) = delete;
 
   bool is_set() const noexcept { return value_; }
-  void set() noexcept {
+  void set() {
     if (value_) return;
+    waiters_.check_thread("Event.set");
     value_ = true;
     waiters_.wake_all();
   }
@@ -349,6 +376,7 @@ inline detail::EventWait::~EventWait() {
 }
 inline bool detail::EventWait::await_ready() const noexcept { return event->value_; }
 inline bool detail::EventWait::await_suspend(std::coroutine_handle<> h) {
+  event->waiters_.bind_running_loop();
   if (!begin(h)) return false;
   event->waiters_.push_back(this);
   return true;
@@ -411,6 +439,7 @@ class Condition {
   // Wakes up to n waiters, first come first served.
   void notify(std::size_t n = 1) {
     if (!locked()) throw RuntimeError("cannot notify on un-acquired lock");
+    waiters_.check_thread("Condition.notify");
     wake(n);
   }
   void notify_all() { notify(SIZE_MAX); }
@@ -486,8 +515,8 @@ class Barrier {
   Barrier& operator=(const Barrier&) = delete;
 
   detail::BarrierWait wait() noexcept { return detail::BarrierWait(*this); }
-  void reset() noexcept;
-  void abort() noexcept;
+  void reset();
+  void abort();
   std::size_t parties() const noexcept { return parties_; }
   // Tasks waiting for the current round to fill.
   std::size_t n_waiting() const noexcept { return state_ == State::filling ? count_ : 0; }

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <future>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "awith/awith.hpp"
@@ -381,4 +383,54 @@ TEST(Event, SetFromAnotherThreadThroughCallSoonThreadsafe) {
     signaller.join();
     EXPECT_TRUE(ev.is_set());
   }());
+}
+
+// Waking waiters from a thread that does not run their loop is refused with RuntimeError (the
+// bridge above is the supported way); the waiter is unaffected.
+TEST(Event, SetFromAnotherThreadDirectlyIsARuntimeError) {
+  run([]() -> Task<void> {
+    Event ev;
+    EventLoop& loop = EventLoop::running();
+    std::string error;
+    auto waiter = create_task([&]() -> Task<void> { co_await ev.wait(); });
+    co_await sleep(0);  // the waiter is queued on the event
+    std::thread misuser([&] {
+      try {
+        ev.set();
+      } catch (const RuntimeError& e) {
+        error = e.what();
+      }
+      loop.call_soon_threadsafe([&] { ev.set(); });
+    });
+    co_await waiter;
+    misuser.join();
+    EXPECT_NE(error.find("Event.set() called from a thread that does not own this loop"), std::string::npos) << error;
+  }());
+}
+
+// A task of a second loop cannot join the waiters of a primitive that tasks of another loop are
+// waiting on.
+TEST(Lock, AwaitedFromAnotherLoopWhileItHasWaitersIsARuntimeError) {
+  Lock lock;
+  std::promise<EventLoop*> first_loop;
+  std::promise<void> queued;
+  std::thread first([&] {
+    run([&]() -> Task<void> {
+      co_await lock.acquire();
+      auto waiter = create_task([&]() -> Task<void> {
+        co_await lock.acquire();
+        lock.release();
+      });
+      co_await sleep(0);
+      first_loop.set_value(&EventLoop::running());
+      queued.set_value();
+      co_await waiter;
+    }());
+  });
+  queued.get_future().wait();
+  EventLoop* loop1 = first_loop.get_future().get();
+  run([&]() -> Task<void> { EXPECT_THROW(co_await lock.acquire(), RuntimeError); }());
+  loop1->call_soon_threadsafe([&] { lock.release(); });
+  first.join();
+  EXPECT_FALSE(lock.locked());
 }
