@@ -2,6 +2,8 @@
 // Python 3.13's semantics, and cancellation on both sides of a hand-off.
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -113,6 +115,26 @@ TEST(Queue, PriorityAndLifoOrder) {
   EXPECT_EQ(lq.get_nowait(), 1);
   EXPECT_EQ(lq.get_nowait(), 0);
   EXPECT_THROW(lq.get_nowait(), QueueEmpty);
+}
+
+// Items only need to be movable; PriorityQueue takes a comparator (here: largest first).
+TEST(Queue, MoveOnlyItemsAndCustomPriority) {
+  run([]() -> Task<void> {
+    Queue<std::unique_ptr<int>> q(1);
+    auto consumer = create_task([&]() -> Task<int> {
+      auto a = co_await q.get();
+      auto b = co_await q.get();
+      co_return *a * 10 + *b;
+    });
+    co_await q.put(std::make_unique<int>(4));
+    co_await q.put(std::make_unique<int>(2));
+    EXPECT_EQ(co_await consumer, 42);
+  }());
+  PriorityQueue<int, std::greater<int>> pq;
+  for (int v : {2, 9, 4}) pq.put_nowait(v);
+  EXPECT_EQ(pq.get_nowait(), 9);
+  EXPECT_EQ(pq.get_nowait(), 4);
+  EXPECT_EQ(pq.get_nowait(), 2);
 }
 
 // Getters wait FIFO and each put goes to the first of them.

@@ -1,0 +1,298 @@
+// Streams (asyncio's StreamReader / StreamWriter) over a non-blocking stream socket, and
+// open_connection / open_unix_connection.
+//
+//   auto [reader, writer] = co_await awith::open_connection("example.org", 80);
+//   writer.write("GET / HTTP/1.0\r\n\r\n");
+//   co_await writer.drain();
+//   std::string status = co_await reader.readline();
+//   writer.close();
+//   co_await writer.wait_closed();
+//
+// A reader and its writer share one connection (the transport). Both are cheap handles (copies
+// share the connection); the connection lives while a handle does, and while a close() is still
+// flushing. Reading is pull-based: a read tries recv() first and waits for readiness only after
+// EAGAIN, so the receive buffer never holds more than `limit` plus one read chunk. Writing tries
+// send() at once and buffers only what the kernel did not take; the loop flushes the rest when the
+// socket becomes writable, whether or not anyone awaits drain().
+//
+// Errors: asyncio's names. IncompleteReadError and LimitOverrunError as in asyncio; a connection
+// that fails (reset, broken pipe) raises the ConnectionError subclass (io_errors.hpp) from every
+// later read, drain and wait_closed. A stream must be used from its loop's thread, and one task at
+// a time may wait to read (a second concurrent reader raises RuntimeError, as in asyncio).
+#pragma once
+
+#include <any>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "awith/io_errors.hpp"
+#include "awith/loop.hpp"
+#include "awith/runtime.hpp"
+#include "awith/socket_address.hpp"
+#include "awith/task.hpp"
+
+namespace awith {
+
+// The buffer limit of readline/readuntil (asyncio's _DEFAULT_LIMIT).
+inline constexpr std::size_t kDefaultStreamLimit = 64 * 1024;
+
+// readexactly (or readuntil) reached EOF first; partial() holds every byte that was read, so nothing
+// is lost. expected() is the requested size (readexactly) or empty (readuntil).
+class IncompleteReadError : public std::runtime_error {
+ public:
+  IncompleteReadError(std::string partial, std::optional<std::size_t> expected);
+  const std::string& partial() const noexcept { return partial_; }
+  std::optional<std::size_t> expected() const noexcept { return expected_; }
+
+ private:
+  std::string partial_;
+  std::optional<std::size_t> expected_;
+};
+
+// readuntil found no separator within `limit` bytes (or found it beyond the limit). The data stays
+// in the buffer; consumed() says how much of it was examined (asyncio's `consumed`).
+class LimitOverrunError : public std::runtime_error {
+ public:
+  LimitOverrunError(const std::string& message, std::size_t consumed)
+      : std::runtime_error(message), consumed_(consumed) {}
+  std::size_t consumed() const noexcept { return consumed_; }
+
+ private:
+  std::size_t consumed_;
+};
+
+struct StreamOptions {
+  std::size_t limit = kDefaultStreamLimit;  // readline/readuntil buffer limit
+  // drain() waits while more than write_high_water bytes are buffered, until at most
+  // write_low_water remain (asyncio's transport defaults: 64 KiB and 16 KiB).
+  std::size_t write_high_water = 64 * 1024;
+  std::size_t write_low_water = 16 * 1024;
+};
+
+namespace detail {
+
+// A contiguous byte buffer with a consumed prefix; grows geometrically, compacts before growing.
+class ByteBuffer {
+ public:
+  std::size_t size() const noexcept { return end_ - begin_; }
+  bool empty() const noexcept { return end_ == begin_; }
+  const char* data() const noexcept { return buf_.get() + begin_; }
+  std::string_view view() const noexcept { return {data(), size()}; }
+  void consume(std::size_t n) noexcept {
+    begin_ += n;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+  void clear() noexcept { begin_ = end_ = 0; }
+  // Writable space of at least `n` bytes at the end (commit what was filled).
+  std::span<char> prepare(std::size_t n);
+  void commit(std::size_t n) noexcept { end_ += n; }
+  void append(const char* p, std::size_t n);
+  std::string take(std::size_t n) {
+    std::string out(data(), n);
+    consume(n);
+    return out;
+  }
+
+ private:
+  std::unique_ptr<char[]> buf_;
+  std::size_t begin_ = 0, end_ = 0, cap_ = 0;
+};
+
+// Waiting tasks of one condition of a connection or server (readable, drained, closed...).
+// Follows the suspension contract of runtime.hpp: a node leaves the list when it is woken,
+// detached by a cancellation, or destroyed.
+class IoWaitList;
+struct IoListWait : WaitSlot {
+  IoWaitList* list;
+  IoListWait* next = nullptr;
+  IoListWait* prev = nullptr;
+  bool linked = false;
+  explicit IoListWait(IoWaitList& l) noexcept : list(&l) { Waiter::detach = &on_detach; }
+  IoListWait(const IoListWait&) = delete;
+  ~IoListWait();
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h);
+  void await_resume();
+  static bool on_detach(Waiter* w) noexcept;
+};
+class IoWaitList {
+ public:
+  IoWaitList() = default;
+  IoWaitList(const IoWaitList&) = delete;
+  IoWaitList& operator=(const IoWaitList&) = delete;
+  ~IoWaitList() { wake_all(); }
+  IoListWait wait() noexcept { return IoListWait(*this); }
+  bool empty() const noexcept { return head_ == nullptr; }
+  void wake_all() noexcept;
+
+ private:
+  friend struct IoListWait;
+  void link(IoListWait* w) noexcept;
+  void unlink(IoListWait* w) noexcept;
+  IoListWait* head_ = nullptr;
+  IoListWait* tail_ = nullptr;
+};
+
+// The connection a reader and a writer share: the socket, its loop registration, both buffers.
+class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
+ public:
+  // Adopts `fd` (a connected, non-blocking stream socket) and registers it with the running loop.
+  StreamTransport(int fd, const StreamOptions& options);
+  ~StreamTransport();
+  StreamTransport(const StreamTransport&) = delete;
+  StreamTransport& operator=(const StreamTransport&) = delete;
+
+  enum class Recv { data, eof, again };
+  // One receive into the read buffer (or into `into` when given): no waiting. Throws the
+  // connection's error once it has failed.
+  Recv recv_some(std::span<char> into, std::size_t& got);
+  Recv recv_some() {
+    std::size_t got = 0;
+    return recv_some({}, got);
+  }
+  IoListWait wait_readable() noexcept;
+
+  void write(const char* p, std::size_t n);
+  void writev(const std::string_view* parts, std::size_t count);
+  Task<void> drain();
+  void write_eof();
+  bool can_write_eof() const noexcept { return true; }
+  void close() noexcept;
+  void abort() noexcept;
+  bool is_closing() const noexcept { return closing_ || fd_ < 0; }
+  Task<void> wait_closed();
+  std::size_t write_buffer_size() const noexcept { return wbuf_.size(); }
+
+  ByteBuffer& read_buffer() noexcept { return rbuf_; }
+  bool read_eof() const noexcept { return read_eof_ || fd_ < 0; }
+  std::exception_ptr error() const noexcept { return error_; }
+  const StreamOptions& options() const noexcept { return options_; }
+  int fd() const noexcept { return fd_; }
+  const SocketAddress& peername() const noexcept { return peer_; }
+  const SocketAddress& sockname() const noexcept { return local_; }
+
+ private:
+  struct Watch : IoWatch {
+    StreamTransport* owner = nullptr;
+  };
+  static void on_event(IoWatch* w);
+  void flush() noexcept;
+  void fail(int err, const char* what) noexcept;
+  void finish_close(std::exception_ptr err) noexcept;
+  bool try_send(const char*& p, std::size_t& n) noexcept;
+
+  Watch watch_;
+  EventLoop* loop_;
+  int fd_;
+  StreamOptions options_;
+  ByteBuffer rbuf_;
+  ByteBuffer wbuf_;
+  IoWaitList readers_;
+  IoWaitList drainers_;
+  IoWaitList closed_waiters_;
+  std::exception_ptr error_;
+  SocketAddress peer_;
+  SocketAddress local_;
+  std::shared_ptr<StreamTransport> keep_alive_;  // set while a close() still flushes
+  bool read_eof_ = false;
+  bool write_paused_ = false;
+  bool closing_ = false;
+  bool eof_pending_ = false;
+  bool eof_written_ = false;
+};
+
+}  // namespace detail
+
+// asyncio.StreamReader over a connection.
+class StreamReader {
+ public:
+  StreamReader() = default;
+  explicit StreamReader(std::shared_ptr<detail::StreamTransport> t) noexcept : t_(std::move(t)) {}
+
+  // Up to n bytes (n < 0: everything until EOF). Waits only when nothing is buffered; "" at EOF.
+  Task<std::string> read(std::ptrdiff_t n = -1);
+  // Up to buf.size() bytes into buf, without allocating (the hot path of servers); 0 at EOF.
+  Task<std::size_t> read_into(std::span<char> buf);
+  // One line including "\n"; at EOF the rest without "\n", then "". A line longer than the limit
+  // raises LimitOverrunError after discarding it (asyncio raises ValueError here).
+  Task<std::string> readline();
+  // Data up to and including `separator`; IncompleteReadError at EOF (partial data inside);
+  // LimitOverrunError when the separator is not within the limit (the data stays buffered).
+  Task<std::string> readuntil(std::string separator = "\n");
+  // Exactly n bytes, or IncompleteReadError with what arrived before EOF.
+  Task<std::string> readexactly(std::size_t n);
+  // EOF was received and everything buffered was read.
+  bool at_eof() const noexcept { return t_->read_eof() && t_->read_buffer().empty(); }
+  // The exception that ended the connection, if any (asyncio's StreamReader.exception()).
+  std::exception_ptr exception() const noexcept { return t_->error(); }
+  std::size_t limit() const noexcept { return t_->options().limit; }
+  // Bytes received and not read yet.
+  std::string_view buffered() const noexcept { return t_->read_buffer().view(); }
+  const std::shared_ptr<detail::StreamTransport>& transport() const noexcept { return t_; }
+
+ private:
+  std::shared_ptr<detail::StreamTransport> t_;
+};
+
+// asyncio.StreamWriter over a connection.
+class StreamWriter {
+ public:
+  StreamWriter() = default;
+  explicit StreamWriter(std::shared_ptr<detail::StreamTransport> t) noexcept : t_(std::move(t)) {}
+
+  // Sends at once what the socket takes and buffers the rest (never blocks). After close() the
+  // data is dropped silently, as in asyncio.
+  void write(std::string_view data) { t_->write(data.data(), data.size()); }
+  // One writev() over all parts; only the unsent remainder is copied.
+  void writelines(std::span<const std::string_view> parts) { t_->writev(parts.data(), parts.size()); }
+  void writelines(std::initializer_list<std::string_view> parts) { t_->writev(parts.begin(), parts.size()); }
+  // Waits while the write buffer is above the high-water mark; raises the connection's error, or
+  // ConnectionResetError once the connection is closed.
+  Task<void> drain() { return t_->drain(); }
+  // Half-close: shuts down the sending side once the buffer is flushed; reading goes on.
+  void write_eof() { t_->write_eof(); }
+  bool can_write_eof() const noexcept { return t_->can_write_eof(); }
+  // Starts closing: flushes what was written, then closes the socket. is_closing() is true at once.
+  void close() noexcept { t_->close(); }
+  // Closes at once, discarding unsent data (asyncio's transport.abort()).
+  void abort() noexcept { t_->abort(); }
+  bool is_closing() const noexcept { return t_->is_closing(); }
+  // Waits until the socket is closed; raises the error that ended the connection, if one did.
+  Task<void> wait_closed() { return t_->wait_closed(); }
+  // "peername" / "sockname" -> SocketAddress, "socket" -> int (the fd, -1 once closed);
+  // an empty std::any for other names (TLS adds "ssl_object").
+  std::any get_extra_info(std::string_view name) const;
+  const SocketAddress& peername() const noexcept { return t_->peername(); }
+  const SocketAddress& sockname() const noexcept { return t_->sockname(); }
+  std::size_t write_buffer_size() const noexcept { return t_->write_buffer_size(); }
+  const std::shared_ptr<detail::StreamTransport>& transport() const noexcept { return t_; }
+
+ private:
+  std::shared_ptr<detail::StreamTransport> t_;
+};
+
+// The two ends asyncio.open_connection returns; `auto [reader, writer] = co_await ...` works.
+struct StreamPair {
+  StreamReader reader;
+  StreamWriter writer;
+};
+
+// Wraps a connected socket (adopted; made non-blocking) into a reader/writer pair.
+StreamPair make_stream(int fd, const StreamOptions& options = {});
+
+// Resolves host (getaddrinfo on the default executor unless host is a numeric address), then
+// connects to each address in turn until one accepts; raises the connection error (all attempts
+// with the same error) or an OSError listing them. TCP_NODELAY is set, as asyncio does.
+Task<StreamPair> open_connection(std::string host, std::uint16_t port, StreamOptions options = {});
+// The same over a Unix-domain stream socket at `path`.
+Task<StreamPair> open_unix_connection(std::string path, StreamOptions options = {});
+
+}  // namespace awith

@@ -1,0 +1,661 @@
+#include "awith/stream.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "awith/io_wait.hpp"
+#include "awith/thread.hpp"
+
+namespace awith {
+
+// --- errors ------------------------------------------------------------------------------------
+
+std::exception_ptr make_os_error(int err, const std::string& what) {
+  std::string msg = what + ": " + std::strerror(err);
+  switch (err) {
+    case ECONNREFUSED:
+      return std::make_exception_ptr(ConnectionRefusedError(err, msg));
+    case ECONNRESET:
+      return std::make_exception_ptr(ConnectionResetError(err, msg));
+    case ECONNABORTED:
+      return std::make_exception_ptr(ConnectionAbortedError(err, msg));
+    case EPIPE:
+    case ESHUTDOWN:
+      return std::make_exception_ptr(BrokenPipeError(err, msg));
+    default:
+      return std::make_exception_ptr(OSError(err, msg));
+  }
+}
+
+void throw_os_error(int err, const std::string& what) { std::rethrow_exception(make_os_error(err, what)); }
+
+IncompleteReadError::IncompleteReadError(std::string partial, std::optional<std::size_t> expected)
+    : std::runtime_error(std::to_string(partial.size()) + " bytes read on a total of " +
+                         (expected ? std::to_string(*expected) : std::string("undefined")) + " expected bytes"),
+      partial_(std::move(partial)),
+      expected_(expected) {}
+
+// --- SocketAddress -----------------------------------------------------------------------------
+
+SocketAddress::SocketAddress(const sockaddr* sa, socklen_t len) noexcept {
+  len_ = std::min<socklen_t>(len, sizeof storage_);
+  std::memcpy(&storage_, sa, len_);
+}
+
+SocketAddress SocketAddress::local_of(int fd) noexcept {
+  SocketAddress a;
+  a.len_ = sizeof a.storage_;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a.storage_), &a.len_) < 0) a.len_ = 0;
+  return a;
+}
+
+SocketAddress SocketAddress::peer_of(int fd) noexcept {
+  SocketAddress a;
+  a.len_ = sizeof a.storage_;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a.storage_), &a.len_) < 0) a.len_ = 0;
+  return a;
+}
+
+std::string SocketAddress::host() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (len_ == 0) return {};
+  if (family() == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
+    return buf;
+  }
+  if (family() == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
+    return buf;
+  }
+  if (family() == AF_UNIX) {
+    const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
+    std::size_t max = len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
+    return std::string(un->sun_path, ::strnlen(un->sun_path, max));
+  }
+  return {};
+}
+
+std::uint16_t SocketAddress::port() const noexcept {
+  if (len_ == 0) return 0;
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  return 0;
+}
+
+std::string SocketAddress::to_string() const {
+  if (family() == AF_INET) return host() + ":" + std::to_string(port());
+  if (family() == AF_INET6) {
+    std::string out = "[";
+    out += host();
+    out += "]:";
+    out += std::to_string(port());
+    return out;
+  }
+  return host();
+}
+
+
+// The throws of the coroutines below go through these functions: g++ 12 destroys a temporary
+// std::string of a throw expression inside a coroutine twice.
+namespace {
+[[noreturn]] void raise_connection_lost() { throw ConnectionResetError("Connection lost"); }
+[[noreturn]] void raise_limit_overrun(bool found, std::size_t consumed) {
+  if (found) throw LimitOverrunError("Separator is found, but chunk is longer than limit", consumed);
+  throw LimitOverrunError("Separator is not found, and chunk exceed the limit", consumed);
+}
+[[noreturn]] void raise_incomplete(detail::ByteBuffer& buf, std::optional<std::size_t> expected) {
+  std::string partial = buf.take(buf.size());
+  throw IncompleteReadError(std::move(partial), expected);
+}
+[[noreturn]] void raise_invalid(const char* what) { throw std::invalid_argument(what); }
+[[noreturn]] void raise_connect_error(int err, const SocketAddress& to) { throw_os_error(err, "connect to " + to.to_string()); }
+}  // namespace
+
+namespace detail {
+
+// --- ByteBuffer --------------------------------------------------------------------------------
+
+std::span<char> ByteBuffer::prepare(std::size_t n) {
+  if (cap_ - end_ < n) {
+    std::size_t used = size();
+    if (begin_ > 0 && cap_ - used >= n) {
+      std::memmove(buf_.get(), buf_.get() + begin_, used);
+    } else {
+      std::size_t cap = std::max(cap_ * 2, used + n);
+      auto fresh = std::make_unique<char[]>(cap);
+      if (used) std::memcpy(fresh.get(), buf_.get() + begin_, used);
+      buf_ = std::move(fresh);
+      cap_ = cap;
+    }
+    begin_ = 0;
+    end_ = used;
+  }
+  return {buf_.get() + end_, cap_ - end_};
+}
+
+void ByteBuffer::append(const char* p, std::size_t n) {
+  if (n == 0) return;
+  auto space = prepare(n);
+  std::memcpy(space.data(), p, n);
+  commit(n);
+}
+
+// --- IoWaitList ----------------------------------------------------------------------------------
+
+IoListWait::~IoListWait() {
+  if (linked) list->unlink(this);
+}
+
+bool IoListWait::await_suspend(std::coroutine_handle<> h) {
+  if (!begin(h)) return false;
+  list->link(this);
+  ++task->loop().pending_io_waits;
+  return true;
+}
+
+void IoListWait::await_resume() {
+  if (linked) list->unlink(this);
+  end();
+}
+
+bool IoListWait::on_detach(Waiter* w) noexcept {
+  auto* self = static_cast<IoListWait*>(w);
+  if (self->linked) self->list->unlink(self);
+  return true;
+}
+
+void IoWaitList::link(IoListWait* w) noexcept {
+  w->prev = tail_;
+  w->next = nullptr;
+  (tail_ ? tail_->next : head_) = w;
+  tail_ = w;
+  w->linked = true;
+}
+
+void IoWaitList::unlink(IoListWait* w) noexcept {
+  (w->prev ? w->prev->next : head_) = w->next;
+  (w->next ? w->next->prev : tail_) = w->prev;
+  w->next = w->prev = nullptr;
+  w->linked = false;
+  --w->task->loop().pending_io_waits;
+}
+
+void IoWaitList::wake_all() noexcept {
+  while (head_) {
+    IoListWait* w = head_;
+    unlink(w);
+    w->wake();
+  }
+}
+
+// --- StreamTransport ---------------------------------------------------------------------------
+
+StreamTransport::StreamTransport(int fd, const StreamOptions& options)
+    : loop_(&EventLoop::running()), fd_(fd), options_(options) {
+  if (options_.write_low_water > options_.write_high_water) options_.write_low_water = options_.write_high_water;
+  peer_ = SocketAddress::peer_of(fd);
+  local_ = SocketAddress::local_of(fd);
+  watch_.fd = fd;
+  watch_.owner = this;
+  watch_.on_event = &on_event;
+  try {
+    loop_->add_watch(&watch_);
+  } catch (...) {
+    ::close(fd);
+    fd_ = -1;
+    throw;
+  }
+  // Try the syscalls first: data may already be waiting, and a fresh socket has send space.
+  watch_.readable = watch_.writable = true;
+}
+
+StreamTransport::~StreamTransport() {
+  if (fd_ >= 0) {
+    loop_->remove_watch(&watch_);
+    ::close(fd_);
+  }
+}
+
+void StreamTransport::on_event(IoWatch* w) {
+  auto* self = static_cast<Watch*>(w)->owner;
+  auto guard = self->keep_alive_;  // a flush may finish a close() and drop the last reference
+  if (w->writable && !self->wbuf_.empty()) self->flush();
+  if (self->fd_ >= 0 && (w->readable || w->hangup)) self->readers_.wake_all();
+}
+
+StreamTransport::Recv StreamTransport::recv_some(std::span<char> into, std::size_t& got) {
+  got = 0;
+  if (error_) std::rethrow_exception(error_);
+  if (read_eof()) return Recv::eof;
+  if (!watch_.readable) return Recv::again;
+  for (;;) {
+    std::span<char> dest = into.empty() ? rbuf_.prepare(16 * 1024) : into;
+    ssize_t n = ::recv(fd_, dest.data(), dest.size(), 0);
+    if (n > 0) {
+      got = static_cast<std::size_t>(n);
+      if (into.empty()) rbuf_.commit(got);
+      return Recv::data;
+    }
+    if (n == 0) {
+      read_eof_ = true;
+      return Recv::eof;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      watch_.readable = false;
+      return Recv::again;
+    }
+    int err = errno;
+    fail(err, "recv");
+    std::rethrow_exception(error_);
+  }
+}
+
+IoListWait StreamTransport::wait_readable() noexcept { return readers_.wait(); }
+
+bool StreamTransport::try_send(const char*& p, std::size_t& n) noexcept {
+  while (n > 0) {
+    ssize_t sent = ::send(fd_, p, n, MSG_NOSIGNAL);
+    if (sent >= 0) {
+      p += sent;
+      n -= static_cast<std::size_t>(sent);
+      if (n > 0) watch_.writable = false;  // a short send means the socket buffer is full
+      if (n > 0) return true;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      watch_.writable = false;
+      return true;
+    }
+    fail(errno, "send");
+    return false;
+  }
+  return true;
+}
+
+void StreamTransport::write(const char* p, std::size_t n) {
+  if (is_closing() || n == 0) return;
+  if (eof_pending_ || eof_written_) throw RuntimeError("write() after write_eof()");
+  if (wbuf_.empty() && !try_send(p, n)) return;
+  wbuf_.append(p, n);
+  if (wbuf_.size() > options_.write_high_water) write_paused_ = true;
+}
+
+void StreamTransport::writev(const std::string_view* parts, std::size_t count) {
+  if (is_closing()) return;
+  if (eof_pending_ || eof_written_) throw RuntimeError("writelines() after write_eof()");
+  std::size_t i = 0;
+  if (wbuf_.empty()) {
+    constexpr std::size_t kBatch = 64;
+    iovec iov[kBatch];
+    while (i < count) {
+      std::size_t k = 0, total = 0;
+      for (std::size_t j = i; j < count && k < kBatch; ++j) {
+        if (parts[j].empty()) continue;
+        iov[k].iov_base = const_cast<char*>(parts[j].data());
+        iov[k].iov_len = parts[j].size();
+        total += parts[j].size();
+        ++k;
+      }
+      if (k == 0) return;
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = k;
+      ssize_t sent = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      if (sent < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          fail(errno, "sendmsg");
+          return;
+        }
+        watch_.writable = false;
+        break;
+      }
+      // Skip what was sent: whole parts, then the sent prefix of the first unsent one.
+      auto left = static_cast<std::size_t>(sent);
+      while (i < count && left >= parts[i].size()) left -= parts[i++].size();
+      if (i < count && left > 0) {
+        wbuf_.append(parts[i].data() + left, parts[i].size() - left);
+        ++i;
+      }
+      if (static_cast<std::size_t>(sent) < total) {
+        watch_.writable = false;
+        break;
+      }
+    }
+  }
+  for (; i < count; ++i) wbuf_.append(parts[i].data(), parts[i].size());
+  if (wbuf_.size() > options_.write_high_water) write_paused_ = true;
+}
+
+void StreamTransport::flush() noexcept {
+  const char* p = wbuf_.data();
+  std::size_t n = wbuf_.size();
+  std::size_t before = n;
+  if (!try_send(p, n)) return;  // failed: the connection is closed
+  wbuf_.consume(before - n);
+  if (write_paused_ && wbuf_.size() <= options_.write_low_water) {
+    write_paused_ = false;
+    drainers_.wake_all();
+  }
+  if (!wbuf_.empty()) return;
+  if (eof_pending_) {
+    eof_pending_ = false;
+    eof_written_ = true;
+    ::shutdown(fd_, SHUT_WR);
+  }
+  if (closing_) finish_close(nullptr);
+}
+
+Task<void> StreamTransport::drain() {
+  for (;;) {
+    if (error_) std::rethrow_exception(error_);
+    if (fd_ < 0) raise_connection_lost();
+    if (!write_paused_) co_return;
+    auto self = shared_from_this();
+    co_await drainers_.wait();
+  }
+}
+
+void StreamTransport::write_eof() {
+  if (is_closing() || eof_pending_ || eof_written_) return;
+  if (!wbuf_.empty()) {
+    eof_pending_ = true;
+    return;
+  }
+  eof_written_ = true;
+  ::shutdown(fd_, SHUT_WR);
+}
+
+void StreamTransport::close() noexcept {
+  if (is_closing()) return;
+  closing_ = true;
+  if (wbuf_.empty()) {
+    finish_close(nullptr);
+  } else {
+    keep_alive_ = shared_from_this();  // flushing goes on even if every handle is dropped
+  }
+}
+
+void StreamTransport::abort() noexcept {
+  closing_ = true;
+  wbuf_.clear();
+  finish_close(nullptr);
+}
+
+void StreamTransport::fail(int err, const char* what) noexcept {
+  try {
+    error_ = make_os_error(err, what);
+  } catch (...) {
+    error_ = std::current_exception();
+  }
+  closing_ = true;
+  wbuf_.clear();
+  finish_close(error_);
+}
+
+void StreamTransport::finish_close(std::exception_ptr err) noexcept {
+  auto self = std::move(keep_alive_);  // released when this function returns
+  if (fd_ < 0) return;
+  if (err && !error_) error_ = err;
+  loop_->remove_watch(&watch_);
+  ::close(fd_);
+  fd_ = -1;
+  wbuf_.clear();
+  write_paused_ = false;
+  readers_.wake_all();
+  drainers_.wake_all();
+  closed_waiters_.wake_all();
+}
+
+Task<void> StreamTransport::wait_closed() {
+  auto self = shared_from_this();
+  while (fd_ >= 0) co_await closed_waiters_.wait();
+  if (error_) std::rethrow_exception(error_);
+}
+
+}  // namespace detail
+
+// --- StreamReader ------------------------------------------------------------------------------
+
+using detail::StreamTransport;
+
+Task<std::string> StreamReader::read(std::ptrdiff_t n) {
+  auto t = t_;
+  if (n == 0) co_return std::string();
+  auto& buf = t->read_buffer();
+  if (n < 0) {
+    for (;;) {
+      auto r = t->recv_some();
+      if (r == StreamTransport::Recv::eof) break;
+      if (r == StreamTransport::Recv::again) co_await t->wait_readable();
+    }
+    co_return buf.take(buf.size());
+  }
+  while (buf.empty()) {
+    auto r = t->recv_some();
+    if (r == StreamTransport::Recv::eof) co_return std::string();
+    if (r == StreamTransport::Recv::again) co_await t->wait_readable();
+  }
+  co_return buf.take(std::min(buf.size(), static_cast<std::size_t>(n)));
+}
+
+Task<std::size_t> StreamReader::read_into(std::span<char> dest) {
+  auto* t = t_.get();
+  if (dest.empty()) co_return 0;
+  auto& buf = t->read_buffer();
+  if (!buf.empty()) {
+    std::size_t n = std::min(buf.size(), dest.size());
+    std::memcpy(dest.data(), buf.data(), n);
+    buf.consume(n);
+    co_return n;
+  }
+  for (;;) {
+    std::size_t got = 0;
+    auto r = t->recv_some(dest, got);
+    if (r == StreamTransport::Recv::data) co_return got;
+    if (r == StreamTransport::Recv::eof) co_return 0;
+    co_await t->wait_readable();
+  }
+}
+
+Task<std::string> StreamReader::readuntil(std::string separator) {
+  auto t = t_;
+  if (separator.empty()) raise_invalid("readuntil(): separator must not be empty");
+  auto& buf = t->read_buffer();
+  const std::size_t limit = t->options().limit;
+  std::size_t offset = 0;
+  for (;;) {
+    std::string_view data = buf.view();
+    if (data.size() - offset >= separator.size()) {
+      std::size_t pos = data.find(separator, offset);
+      if (pos != std::string_view::npos) {
+        if (pos > limit) raise_limit_overrun(true, pos);
+        co_return buf.take(pos + separator.size());
+      }
+      offset = data.size() + 1 - separator.size();
+      if (offset > limit) raise_limit_overrun(false, offset);
+    }
+    auto r = t->recv_some();
+    if (r == StreamTransport::Recv::eof) raise_incomplete(buf, std::nullopt);
+    if (r == StreamTransport::Recv::again) co_await t->wait_readable();
+  }
+}
+
+Task<std::string> StreamReader::readline() {
+  auto t = t_;
+  try {
+    co_return co_await readuntil("\n");
+  } catch (IncompleteReadError& e) {
+    co_return std::string(e.partial());
+  } catch (const LimitOverrunError& e) {
+    // As asyncio: drop the overlong line (through its newline if it is buffered) and raise.
+    auto& buf = t->read_buffer();
+    auto data = buf.view();
+    if (data.size() > e.consumed() && data[e.consumed()] == '\n') {
+      buf.consume(e.consumed() + 1);
+    } else {
+      buf.clear();
+    }
+    throw;
+  }
+}
+
+Task<std::string> StreamReader::readexactly(std::size_t n) {
+  auto t = t_;
+  auto& buf = t->read_buffer();
+  while (buf.size() < n) {
+    auto r = t->recv_some();
+    if (r == StreamTransport::Recv::eof) raise_incomplete(buf, n);
+    if (r == StreamTransport::Recv::again) co_await t->wait_readable();
+  }
+  co_return buf.take(n);
+}
+
+// --- StreamWriter ------------------------------------------------------------------------------
+
+std::any StreamWriter::get_extra_info(std::string_view name) const {
+  if (name == "peername") return t_->peername();
+  if (name == "sockname") return t_->sockname();
+  if (name == "socket") return t_->fd();
+  return {};
+}
+
+// --- connecting --------------------------------------------------------------------------------
+
+StreamPair make_stream(int fd, const StreamOptions& options) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  auto t = std::make_shared<StreamTransport>(fd, options);
+  return StreamPair{StreamReader(t), StreamWriter(t)};
+}
+
+namespace {
+
+struct AddrInfo {
+  int family, socktype, protocol;
+  SocketAddress address;
+};
+
+// Closes the fd unless it was released to a transport.
+struct FdGuard {
+  int fd;
+  ~FdGuard() {
+    if (fd >= 0) ::close(fd);
+  }
+  int release() noexcept { return std::exchange(fd, -1); }
+};
+
+// Connects one socket to `addr`; returns the connected fd or throws the attempt's OSError.
+Task<int> connect_one(const AddrInfo& addr) {
+  FdGuard sock{::socket(addr.family, addr.socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, addr.protocol)};
+  if (sock.fd < 0) throw_os_error(errno, "socket");
+  if (::connect(sock.fd, addr.address.data(), addr.address.size()) < 0) {
+    if (errno != EINPROGRESS && errno != EAGAIN) raise_connect_error(errno, addr.address);
+    FdWatch watch(sock.fd);
+    co_await watch.wait_writable();
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(sock.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    watch.detach();
+    if (err != 0) raise_connect_error(err, addr.address);
+  }
+  co_return sock.release();
+}
+
+Task<StreamPair> connect_any(std::vector<AddrInfo> addrs, StreamOptions options) {
+  std::vector<std::exception_ptr> errors;
+  std::string messages;
+  for (const auto& a : addrs) {
+    try {
+      int fd = co_await connect_one(a);
+      if (a.family != AF_UNIX) {
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      }
+      co_return make_stream(fd, options);
+    } catch (const std::exception& e) {
+      errors.push_back(std::current_exception());
+      messages += (messages.empty() ? "" : ", ") + std::string(e.what());
+    }
+  }
+  if (errors.empty()) throw_os_error(EADDRNOTAVAIL, std::string("open_connection(): no address to connect to"));
+  // asyncio: one error, or the same error for every address, is raised as is.
+  bool same = true;
+  for (auto& e : errors) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      try {
+        std::rethrow_exception(errors.front());
+      } catch (const std::exception& first) {
+        same = same && std::string(x.what()) == first.what();
+      }
+    }
+  }
+  if (same) std::rethrow_exception(errors.front());
+  messages.insert(0, "Multiple exceptions: ");
+  std::rethrow_exception(std::make_exception_ptr(OSError(0, messages)));
+}
+
+}  // namespace
+
+Task<StreamPair> open_connection(std::string host, std::uint16_t port, StreamOptions options) {
+  std::vector<AddrInfo> addrs;
+  // A numeric address needs no resolver; names go to getaddrinfo on the default executor, which
+  // blocks (files, DNS) and must not run on the loop.
+  sockaddr_in v4{};
+  sockaddr_in6 v6{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4.sin_addr) == 1) {
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(port);
+    addrs.push_back({AF_INET, SOCK_STREAM, IPPROTO_TCP, SocketAddress(reinterpret_cast<sockaddr*>(&v4), sizeof v4)});
+  } else if (::inet_pton(AF_INET6, host.c_str(), &v6.sin6_addr) == 1) {
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(port);
+    addrs.push_back({AF_INET6, SOCK_STREAM, IPPROTO_TCP, SocketAddress(reinterpret_cast<sockaddr*>(&v6), sizeof v6)});
+  } else {
+    // A named awaitable: g++ 12 destroys a capturing lambda temporary of a co_await expression twice.
+    auto resolving = to_thread([host, port] {
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = AI_ADDRCONFIG;
+      addrinfo* res = nullptr;
+      std::string service = std::to_string(port);
+      int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &res);
+      if (rc != 0) throw GaiError(rc, "getaddrinfo(" + host + "): " + ::gai_strerror(rc));
+      std::vector<AddrInfo> out;
+      for (auto* p = res; p; p = p->ai_next)
+        out.push_back({p->ai_family, p->ai_socktype, p->ai_protocol, SocketAddress(p->ai_addr, p->ai_addrlen)});
+      ::freeaddrinfo(res);
+      return out;
+    });
+    addrs = co_await resolving;
+  }
+  co_return co_await connect_any(std::move(addrs), options);
+}
+
+Task<StreamPair> open_unix_connection(std::string path, StreamOptions options) {
+  sockaddr_un un{};
+  if (path.size() >= sizeof un.sun_path) raise_invalid("open_unix_connection(): path too long");
+  un.sun_family = AF_UNIX;
+  std::memcpy(un.sun_path, path.data(), path.size());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  std::vector<AddrInfo> addrs{{AF_UNIX, SOCK_STREAM, 0, SocketAddress(reinterpret_cast<sockaddr*>(&un), len)}};
+  co_return co_await connect_any(std::move(addrs), options);
+}
+
+}  // namespace awith
