@@ -122,7 +122,7 @@ template <class A>
 using awaited_value_t = typename handle_value<decltype(as_handle(std::declval<A>()))>::type;
 
 template <class... H>
-Task<std::tuple<gathered_t<typename handle_value<H>::type>...>> gather_handles(bool, H... handles) {
+Task<std::tuple<gathered_t<typename handle_value<H>::type>...>> gather_handles(H... handles) {
   GatherWait wait({handles.base()...}, false);
   if (TaskBase* failed = co_await wait) std::rethrow_exception(failed->exception_ptr());
   co_return std::tuple<gathered_t<typename handle_value<H>::type>...>(value_of(handles)...);
@@ -179,15 +179,18 @@ auto handles_of(R&& range) {
 // gather(a, b, c): runs Tasks (scheduled as tasks) and TaskHandles concurrently; returns their
 // results as a tuple in argument order (Void for Task<void>). The first exception propagates and
 // the others keep running; cancelling the awaiting task cancels every child (asyncio.gather).
+// Children are scheduled in argument order (a braced list fixes the evaluation order).
 template <class... A>
   requires(!std::is_same_v<std::remove_cvref_t<A>, ReturnExceptions> && ...)
 auto gather(A&&... aws) {
-  return detail::gather_handles(false, detail::as_handle(std::forward<A>(aws))...);
+  std::tuple<decltype(detail::as_handle(std::forward<A>(aws)))...> handles{detail::as_handle(std::forward<A>(aws))...};
+  return std::apply([](auto&... h) { return detail::gather_handles(h...); }, handles);
 }
 // gather(return_exceptions, a, b, c): every child's Outcome, exceptions included.
 template <class... A>
 auto gather(ReturnExceptions, A&&... aws) {
-  return detail::gather_outcomes(detail::as_handle(std::forward<A>(aws))...);
+  std::tuple<decltype(detail::as_handle(std::forward<A>(aws)))...> handles{detail::as_handle(std::forward<A>(aws))...};
+  return std::apply([](auto&... h) { return detail::gather_outcomes(h...); }, handles);
 }
 // gather(range): a vector of results. The range's Tasks are moved from.
 template <std::ranges::input_range R>

@@ -342,7 +342,10 @@ struct Points {
     co_await sleep(1ms);
   }
 };
+// A constructor, not aggregate initialisation: g++ 12 destroys the members of an aggregate
+// initialised in a co_await full-expression twice when the await throws (docs/design.md).
 struct Stage {
+  Stage(std::string n, Points& p, Trace& t) : name(std::move(n)), points(p), trace(t) {}
   std::string name;
   Points& points;
   Trace& trace;

@@ -157,7 +157,8 @@ TEST(Timeout, ATaskCancelInsideATimeoutIsNotConverted) {
 }
 
 namespace {
-struct SlowExit {
+struct SlowExit {  // constructed, not aggregate-initialised: see Stage in test_context.cpp
+  SlowExit(std::string n, Duration c, Trace& t) : name(std::move(n)), cleanup(c), trace(t) {}
   std::string name;
   Duration cleanup;
   Trace& trace;
