@@ -148,7 +148,7 @@ std::string g_self_exe;
 void BM_pending_task_rss(benchmark::State& state) {
   double bytes = 0;
   for (auto _ : state) {
-    std::string command = g_self_exe + " --rss-child " + std::to_string(kMemoryTasks);
+    std::string command = "'" + g_self_exe + "' --rss-child " + std::to_string(kMemoryTasks);
     std::FILE* child = ::popen(command.c_str(), "r");
     if (!child || std::fscanf(child, "%lf", &bytes) != 1) state.SkipWithError("--rss-child gave no number");
     if (child && ::pclose(child) != 0) state.SkipWithError("--rss-child failed");
