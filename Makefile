@@ -5,6 +5,7 @@ CLANGXX ?= $(shell command -v clang++-14 || command -v clang++)
 RELEASE_DIR ?= build/release
 CHECK_DIR ?= build/check
 GCC_DIR ?= build/gcc
+TSAN_DIR ?= build/tsan
 BENCH_DIR ?= build/bench
 SHARED_BENCH ?= $(abspath ../shared/bench)
 
@@ -35,6 +36,14 @@ check-gcc: setup
 	  -DAWITH_SANITIZE=address,undefined
 	cmake --build $(GCC_DIR) -j$(JOBS)
 	cd $(GCC_DIR) && ctest --output-on-failure -j$(JOBS)
+
+# ThreadSanitizer over the tests that cross threads (to_thread, call_soon_threadsafe,
+# run_coroutine_threadsafe, the executor).
+check-tsan: setup
+	cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=$(CLANGXX) \
+	  -DAWITH_SANITIZE=thread -DAWITH_BUILD_EXAMPLES=OFF
+	cmake --build $(TSAN_DIR) -j$(JOBS) --target test_core
+	$(TSAN_DIR)/tests/test_core --gtest_filter='*Thread*'
 
 # Benchmarks side by side with the peers of ../shared/bench (skipped with a note when absent).
 bench: setup
