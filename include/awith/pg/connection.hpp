@@ -1,0 +1,218 @@
+// One PostgreSQL connection driven by the event loop through libpq's non-blocking API: connecting
+// (PQconnectStart/Poll), statements with bound $n parameters (prepared once per connection and
+// cached), transactions that nest as savepoints, and pipelines (libpq pipeline mode).
+//
+// Cancellation: an operation interrupted while the server is working leaves the connection
+// "busy". The next operation — or the pool when the connection is returned — sends a cancel
+// request (PQcancel, on the thread pool because it blocks) and drains the connection back to idle;
+// a connection that cannot be brought back to idle is closed, never reused.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "awith/io_wait.hpp"
+#include "awith/loop.hpp"
+#include "awith/pg/errors.hpp"
+#include "awith/pg/result.hpp"
+#include "awith/task.hpp"
+
+struct pg_conn;
+
+namespace awith::pg {
+
+// One bound parameter in text format; std::nullopt is SQL NULL.
+using Param = std::optional<std::string>;
+using Params = std::vector<Param>;
+
+namespace detail {
+Param text_param(std::string_view s);  // rejects NUL bytes (they cannot travel in text format)
+inline Param to_param(std::nullopt_t) { return std::nullopt; }
+inline Param to_param(std::nullptr_t) { return std::nullopt; }
+inline Param to_param(bool v) { return std::string(v ? "true" : "false"); }
+inline Param to_param(const char* s) { return s ? text_param(s) : std::nullopt; }
+inline Param to_param(std::string_view s) { return text_param(s); }
+inline Param to_param(const std::string& s) { return text_param(s); }
+Param to_param(double v);
+template <class T>
+  requires std::is_integral_v<T>
+Param to_param(T v) {
+  return std::to_string(v);
+}
+template <class T>
+Param to_param(const std::optional<T>& v) {
+  return v ? to_param(*v) : std::nullopt;
+}
+}  // namespace detail
+
+template <class... A>
+Params make_params(const A&... args) {
+  Params p;
+  p.reserve(sizeof...(A));
+  (p.push_back(detail::to_param(args)), ...);
+  return p;
+}
+
+// PQtransactionStatus, named.
+enum class TransactionStatus { idle, active, in_transaction, in_error, unknown };
+
+class Connection;
+
+// conn.transaction(): BEGIN/COMMIT at the outermost level, SAVEPOINT/RELEASE inside a transaction.
+// Leaving with an exception (or a cancellation) rolls back to where it began.
+class Transaction {
+ public:
+  explicit Transaction(Connection& conn) noexcept : conn_(&conn) {}
+  Task<Connection&> aenter();
+  Task<void> aexit(std::exception_ptr error);
+  Task<void> commit();
+  Task<void> rollback();
+
+ private:
+  Connection* conn_;
+  std::string savepoint_;  // empty: this is the outermost transaction
+  bool active_ = false;
+};
+
+// conn.pipeline(): statements are queued with send() and go out together; sync() sends a pipeline
+// sync point and returns every statement's result in order (it throws the first statement error
+// after reading everything). Leaving the scope syncs what is still queued.
+class Pipeline {
+ public:
+  explicit Pipeline(Connection& conn) noexcept : conn_(&conn) {}
+  Task<Pipeline&> aenter();
+  Task<void> aexit(std::exception_ptr error);
+
+  template <class... A>
+  std::size_t send(std::string_view sql, const A&... args) {
+    return send_params(std::string(sql), make_params(args...));
+  }
+  std::size_t send_params(std::string sql, Params params);
+  Task<std::vector<Result>> sync();
+  std::size_t queued() const noexcept { return queued_; }
+
+ private:
+  Connection* conn_;
+  std::size_t queued_ = 0;
+  bool active_ = false;
+};
+
+class Connection {
+ public:
+  // Connects without blocking the loop (host names are resolved on the thread pool). Throws
+  // ConnectError, AuthenticationError.
+  static Task<std::unique_ptr<Connection>> connect(std::string dsn);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Runs one statement with $1.. parameters; returns its result (rows, command tag).
+  template <class... A>
+  Task<Result> execute(std::string_view sql, const A&... args) {
+    return execute_params(std::string(sql), make_params(args...));
+  }
+  Task<Result> execute_params(std::string sql, Params params);
+  // asyncpg's names: fetch (all rows), fetchrow (first row or nothing), fetchval (first column of
+  // the first row; a query without rows gives std::nullopt when T is optional, else throws).
+  template <class... A>
+  Task<Result> fetch(std::string_view sql, const A&... args) {
+    return execute_params(std::string(sql), make_params(args...));
+  }
+  template <class... A>
+  Task<std::optional<Row>> fetchrow(std::string_view sql, const A&... args) {
+    return fetchrow_params(std::string(sql), make_params(args...));
+  }
+  Task<std::optional<Row>> fetchrow_params(std::string sql, Params params);
+  template <class T, class... A>
+  Task<T> fetchval(std::string_view sql, const A&... args) {
+    return fetchval_params<T>(std::string(sql), make_params(args...));
+  }
+  template <class T>
+  Task<T> fetchval_params(std::string sql, Params params);
+  // The statement once per parameter set, pipelined: one round trip for the whole batch.
+  Task<void> execute_many(std::string sql, std::vector<Params> rows);
+
+  Transaction transaction() noexcept { return Transaction(*this); }
+  Pipeline pipeline() noexcept { return Pipeline(*this); }
+
+  TransactionStatus transaction_status() const noexcept;
+  bool in_transaction() const noexcept;
+  bool is_closed() const noexcept;
+  int backend_pid() const noexcept;
+  // Whether the connection may be handed to another user: open, idle, outside any transaction,
+  // nothing unread, not in pipeline mode.
+  bool reusable() const noexcept;
+  // Reads what the server sent while the connection sat idle (a termination notice, EOF) without
+  // waiting; returns whether the connection is still usable.
+  bool check_idle() noexcept;
+  // A round trip with an empty statement (pre-ping).
+  Task<void> ping();
+  // Brings an interrupted connection back to idle: cancel request, then drain; with `rollback` an
+  // open transaction is rolled back too. Runs as cleanup (rule 3) bounded by `bound`; returns
+  // reusable(). A failure closes the connection instead of throwing; a new cancellation of the
+  // calling task still propagates.
+  Task<bool> reset(Duration bound, bool rollback);
+  void close() noexcept;
+
+  TimePoint created_at() const noexcept { return created_; }
+  TimePoint last_used() const noexcept { return last_used_; }
+  void touch(TimePoint now) noexcept { last_used_ = now; }
+
+ private:
+  friend class Transaction;
+  friend class Pipeline;
+  explicit Connection(pg_conn* conn);
+
+  Task<void> ready_for_query();
+  Task<void> recover();
+  Task<void> flush();
+  Task<void> fill();
+  Task<detail::ResultPtr> read_results(const std::string& sql);
+  Task<std::vector<Result>> read_pipeline();
+  Task<void> run_simple(std::string sql);
+  const std::string* prepared_name(const std::string& sql);
+  void send_prepared_or_params(const std::string* name, const std::string& sql, const Params& params);
+  bool socket_has_data() const noexcept;
+  [[noreturn]] void throw_lost(std::string_view what) const;
+
+  pg_conn* conn_;
+  FdWatch watch_;
+  std::unordered_map<std::string, std::string> prepared_;
+  // Statements queued in pipeline mode, in order: what to expect back for each.
+  struct Queued {
+    std::string sql;
+    std::string prepare_name;  // non-empty: a Prepare whose success adds it to the cache
+    bool user = true;          // a user statement (gets a slot in sync()'s result vector)
+  };
+  std::vector<Queued> queued_;
+  int savepoints_ = 0;
+  std::uint64_t statements_ = 0;  // names of prepared statements: awith_<n>
+  bool busy_ = false;      // a statement was sent and its results were not all read
+  bool pipeline_ = false;  // in libpq pipeline mode
+  TimePoint created_;
+  TimePoint last_used_;
+};
+
+template <class T>
+Task<T> Connection::fetchval_params(std::string sql, Params params) {
+  auto result = co_await execute_params(std::move(sql), std::move(params));
+  if (result.empty() || result.columns() == 0) {
+    if constexpr (detail::is_optional_v<T>) {
+      co_return std::nullopt;
+    } else {
+      throw InterfaceError("fetchval: the query returned no value");
+    }
+  }
+  co_return result[0].template get<T>(0);
+}
+
+}  // namespace awith::pg

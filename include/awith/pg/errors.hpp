@@ -1,0 +1,88 @@
+// The PostgreSQL layer's errors. Every failure is one of these types, so callers can tell a server
+// that refuses connections from one that rejects the credentials, from one that went away mid-use,
+// from an SQL error (with its SQLSTATE and the server's detail and hint).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "awith/errors.hpp"
+
+namespace awith::pg {
+
+// Base of every error raised by awith::pg (asyncpg's PostgresError / InterfaceError roots).
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The connection could not be established: refused, unreachable, unknown host, bad DSN, database
+// does not exist.
+class ConnectError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The server rejected the credentials (SQLSTATE class 28: bad password, unknown role, no
+// pg_hba.conf entry).
+class AuthenticationError : public ConnectError {
+ public:
+  using ConnectError::ConnectError;
+};
+
+// An established connection broke: the server shut down or restarted, the backend was terminated,
+// the socket closed. The connection is unusable and is never returned to a pool.
+class ConnectionLostError : public Error {
+ public:
+  ConnectionLostError(const std::string& message, std::string sqlstate = {})
+      : Error(message), sqlstate_(std::move(sqlstate)) {}
+  const std::string& sqlstate() const noexcept { return sqlstate_; }
+
+ private:
+  std::string sqlstate_;
+};
+
+// An error reported by the server for a statement.
+class QueryError : public Error {
+ public:
+  struct Fields {
+    std::string sqlstate;
+    std::string severity;
+    std::string message;
+    std::string detail;
+    std::string hint;
+    std::string statement;
+    int position = 0;  // 1-based character offset into the statement, 0 when not reported
+  };
+  explicit QueryError(Fields f);
+  const std::string& sqlstate() const noexcept { return f_.sqlstate; }
+  const std::string& message() const noexcept { return f_.message; }
+  const std::string& detail() const noexcept { return f_.detail; }
+  const std::string& hint() const noexcept { return f_.hint; }
+  const std::string& statement() const noexcept { return f_.statement; }
+  int position() const noexcept { return f_.position; }
+
+ private:
+  Fields f_;
+};
+
+// The statement was cancelled on the server (SQLSTATE 57014): statement_timeout or a cancel request.
+class QueryCanceledError : public QueryError {
+ public:
+  using QueryError::QueryError;
+};
+
+// Misuse of the API detected on the client: a parameter that cannot be sent, a value that does not
+// convert to the requested type, NULL read into a non-optional, a disposed engine.
+class InterfaceError : public Error {
+ public:
+  using Error::Error;
+};
+
+// No pooled connection became free within PoolOptions::acquire_timeout.
+class PoolTimeoutError : public awith::TimeoutError {
+ public:
+  using awith::TimeoutError::TimeoutError;
+};
+
+}  // namespace awith::pg

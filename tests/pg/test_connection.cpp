@@ -1,0 +1,234 @@
+// awith::pg::Connection against a real PostgreSQL: typed results, bound parameters, typed errors,
+// NULLs, large results, savepoints, pipelines, and a cancelled statement that leaves the
+// connection usable.
+#include <gtest/gtest.h>
+
+#include "awith/awith.hpp"
+#include "awith/context.hpp"
+#include "awith/pg/connection.hpp"
+#include "awith/timeout.hpp"
+#include "pg/pg_cluster.hpp"
+
+using namespace awith;
+using namespace std::chrono_literals;
+
+namespace {
+Task<std::unique_ptr<pg::Connection>> connect(const std::string& app = "awith_test_conn") {
+  co_return co_await pg::Connection::connect(test::pg_dsn_for(app));
+}
+}  // namespace
+
+TEST(PgConnection, TypedValuesByIndexAndNameWithNullAsOptional) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    auto r = co_await conn->fetch(
+        "SELECT 42::int8 AS answer, 'text'::text AS word, NULL::int AS nothing, true AS yes, 2.5::float8 AS half");
+    AWITH_CO_ASSERT(r.size() == 1u);
+    EXPECT_EQ(r.columns(), 5);
+    auto row = r[0];
+    EXPECT_EQ(row.get<std::int64_t>(0), 42);
+    EXPECT_EQ(row.get<std::int32_t>("answer"), 42);
+    EXPECT_EQ(row.get<std::string>("word"), "text");
+    EXPECT_EQ(row.get<std::optional<int>>("nothing"), std::nullopt);
+    EXPECT_EQ(row.get<std::optional<std::int64_t>>(0), 42);
+    EXPECT_TRUE(row.get<bool>("yes"));
+    EXPECT_DOUBLE_EQ(row.get<double>("half"), 2.5);
+    EXPECT_THROW(row.get<int>("nothing"), pg::InterfaceError);
+    EXPECT_THROW(row.get<int>("word"), pg::InterfaceError);
+    EXPECT_THROW(row.get<int>("no_such_column"), pg::InterfaceError);
+    EXPECT_THROW(row.get<int>(7), pg::InterfaceError);
+    EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT $1::int8 + $2::int8", 40, 2), 42);
+    EXPECT_EQ(co_await conn->fetchval<std::optional<int>>("SELECT 1 WHERE false"), std::nullopt);
+    EXPECT_THROW(co_await conn->fetchval<int>("SELECT 1 WHERE false"), pg::InterfaceError);
+    auto none = co_await conn->fetchrow("SELECT 1 WHERE $1", false);
+    EXPECT_FALSE(none.has_value());
+    auto one = co_await conn->fetchrow("SELECT $1::text AS v", std::optional<std::string>());
+    AWITH_CO_ASSERT(one.has_value());
+    EXPECT_TRUE(one->is_null(0));
+  }());
+}
+
+TEST(PgConnection, ParametersAreBoundNeverInterpolated) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    co_await conn->execute("CREATE TEMP TABLE t (id int, v text)");
+    std::string hostile = "x'); DROP TABLE t; --";
+    auto ins = co_await conn->execute("INSERT INTO t VALUES ($1, $2), ($3, $4)", 1, hostile, 2, "plain");
+    EXPECT_EQ(ins.command_tag(), "INSERT 0 2");
+    EXPECT_EQ(ins.rows_affected(), 2);
+    EXPECT_EQ(co_await conn->fetchval<std::string>("SELECT v FROM t WHERE id = $1", 1), hostile);
+    EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM t"), 2);
+    // A NUL byte cannot be sent in text format: refused on the client, not truncated.
+    EXPECT_THROW(co_await conn->execute("SELECT $1::text", std::string("a\0b", 3)), pg::InterfaceError);
+    EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM t"), 2);
+  }());
+}
+
+TEST(PgConnection, SqlErrorsCarrySqlstateDetailAndStatementAndTheConnectionStaysUsable) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    try {
+      co_await conn->execute("SELEC 1");
+      ADD_FAILURE() << "no error";
+    } catch (const pg::QueryError& e) {
+      EXPECT_EQ(e.sqlstate(), "42601");
+      EXPECT_EQ(e.statement(), "SELEC 1");
+      EXPECT_EQ(e.position(), 1);
+      EXPECT_NE(std::string(e.what()).find("syntax error"), std::string::npos);
+    }
+    try {
+      co_await conn->execute("SELECT * FROM no_such_table");
+      ADD_FAILURE() << "no error";
+    } catch (const pg::QueryError& e) {
+      EXPECT_EQ(e.sqlstate(), "42P01");
+    }
+    co_await conn->execute("CREATE TEMP TABLE u (id int PRIMARY KEY)");
+    co_await conn->execute("INSERT INTO u VALUES ($1)", 1);
+    try {
+      co_await conn->execute("INSERT INTO u VALUES ($1)", 1);
+      ADD_FAILURE() << "no error";
+    } catch (const pg::QueryError& e) {
+      EXPECT_EQ(e.sqlstate(), "23505");
+      EXPECT_EQ(e.detail(), "Key (id)=(1) already exists.");
+    }
+    EXPECT_EQ(co_await conn->fetchval<int>("SELECT 1"), 1);
+    EXPECT_TRUE(conn->reusable());
+  }());
+}
+
+TEST(PgConnection, BadParametersGiveTypedErrors) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    try {
+      co_await conn->execute("SELECT $1::int", "not a number");
+      ADD_FAILURE() << "no error";
+    } catch (const pg::QueryError& e) {
+      EXPECT_EQ(e.sqlstate(), "22P02");
+    }
+    try {
+      co_await conn->execute("SELECT $1::int + $2::int", 1);
+      ADD_FAILURE() << "no error";
+    } catch (const pg::QueryError& e) {
+      EXPECT_EQ(e.sqlstate(), "08P01");  // bind message supplies 1 parameters, but ... requires 2
+    }
+    EXPECT_EQ(co_await conn->fetchval<int>("SELECT $1::int", 7), 7);
+  }());
+}
+
+TEST(PgConnection, HundredThousandRows) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    auto r = co_await conn->fetch("SELECT g, 'row ' || g AS label FROM generate_series(1, $1::int) g", 100000);
+    AWITH_CO_ASSERT(r.size() == 100000u);
+    std::int64_t sum = 0;
+    for (auto row : r) sum += row.get<std::int64_t>(0);
+    EXPECT_EQ(sum, 100000LL * 100001 / 2);
+    EXPECT_EQ(r[99999].get<std::string>("label"), "row 100000");
+    EXPECT_EQ(r.rows_affected(), 100000);
+  }());
+}
+
+TEST(PgConnection, ConnectionRefusedAndAuthenticationFailureAreDistinct) {
+  run([]() -> Task<void> {
+    EXPECT_THROW(co_await pg::Connection::connect("host=127.0.0.1 port=1 user=postgres connect_timeout=5"),
+                 pg::ConnectError);
+    try {
+      co_await pg::Connection::connect(test::pg_dsn() + " user=no_such_role");
+      ADD_FAILURE() << "connected";
+    } catch (const pg::AuthenticationError& e) {
+      EXPECT_NE(std::string(e.what()).find("no_such_role"), std::string::npos);
+    }
+    EXPECT_THROW(co_await pg::Connection::connect("host=no-such-host.invalid port=5432"), pg::ConnectError);
+    EXPECT_THROW(co_await pg::Connection::connect("port=notaport==="), pg::ConnectError);
+    // A host name is resolved off the loop and works like the address.
+    auto conn = co_await pg::Connection::connect(test::pg_dsn() + " host=localhost");
+    EXPECT_EQ(co_await conn->fetchval<int>("SELECT 1"), 1);
+  }());
+}
+
+TEST(PgConnection, TransactionsNestAsSavepoints) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    co_await conn->execute("CREATE TEMP TABLE n (v int)");
+    co_await async_with(conn->transaction(), [&](pg::Connection& c) -> Task<void> {
+      co_await c.execute("INSERT INTO n VALUES (1)");
+      EXPECT_THROW(co_await async_with(c.transaction(), [&](pg::Connection& inner) -> Task<void> {
+        co_await inner.execute("INSERT INTO n VALUES (2)");
+        throw std::runtime_error("inner fails");
+      }), std::runtime_error);
+      co_await async_with(c.transaction(), [&](pg::Connection& inner) -> Task<void> {
+        co_await inner.execute("INSERT INTO n VALUES (3)");
+      });
+      EXPECT_TRUE(c.in_transaction());
+    });
+    EXPECT_FALSE(conn->in_transaction());
+    auto r = co_await conn->fetch("SELECT v FROM n ORDER BY v");
+    AWITH_CO_ASSERT(r.size() == 2u);
+    EXPECT_EQ(r[0].get<int>(0), 1);
+    EXPECT_EQ(r[1].get<int>(0), 3);
+    // A failed transaction is rolled back and the scope says so instead of "committing".
+    EXPECT_THROW(co_await async_with(conn->transaction(), [&](pg::Connection& c) -> Task<void> {
+      co_await c.execute("INSERT INTO n VALUES (4)");
+      EXPECT_THROW(co_await c.execute("SELECT 1/0"), pg::QueryError);
+    }), pg::InterfaceError);
+    EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM n"), 2);
+    EXPECT_TRUE(conn->reusable());
+  }());
+}
+
+TEST(PgConnection, PipelineSendsManyStatementsBeforeReading) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    co_await conn->execute("CREATE TEMP TABLE p (v int)");
+    std::vector<pg::Result> results;
+    co_await async_with(conn->pipeline(), [&](pg::Pipeline& p) -> Task<void> {
+      for (int i = 0; i < 100; ++i) p.send("INSERT INTO p VALUES ($1)", i);
+      p.send("SELECT sum(v) FROM p");
+      EXPECT_EQ(p.queued(), 101u);
+      results = co_await p.sync();
+    });
+    AWITH_CO_ASSERT(results.size() == 101u);
+    EXPECT_EQ(results[0].command_tag(), "INSERT 0 1");
+    EXPECT_EQ(results[100][0].get<std::int64_t>(0), 4950);
+    // An error aborts the rest of the pipeline up to the sync; the connection stays usable.
+    EXPECT_THROW(co_await async_with(conn->pipeline(), [&](pg::Pipeline& p) -> Task<void> {
+      p.send("INSERT INTO p VALUES ($1)", 1000);
+      p.send("SELECT 1/0");
+      p.send("INSERT INTO p VALUES ($1)", 1001);
+      co_await p.sync();
+    }), pg::QueryError);
+    EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM p"), 100);  // the statements before the error were rolled back with it
+    EXPECT_TRUE(conn->reusable());
+  }());
+}
+
+TEST(PgConnection, ExecuteManyIsPipelined) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    co_await conn->execute("CREATE TEMP TABLE m (id int, label text)");
+    std::vector<pg::Params> rows;
+    for (int i = 0; i < 20000; ++i) rows.push_back(pg::make_params(i, "label number " + std::to_string(i)));
+    co_await conn->execute_many("INSERT INTO m VALUES ($1, $2)", rows);
+    EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM m"), 20000);
+    EXPECT_THROW(co_await conn->execute_many("INSERT INTO m VALUES ($1, $2)", {pg::make_params(1, "x"), pg::make_params("bad", "y")}),
+                 pg::QueryError);
+    EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM m"), 20000);  // one implicit transaction
+    EXPECT_TRUE(conn->reusable());
+  }());
+}
+
+TEST(PgConnection, CancelledStatementIsCancelledOnTheServerAndTheConnectionRecovers) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect("awith_test_cancel_conn");
+    auto admin = co_await connect("awith_test_admin");
+    int pid = conn->backend_pid();
+    auto start = EventLoop::running().time();
+    EXPECT_THROW(co_await async_with(timeout(100ms), [&]() -> Task<void> {
+      co_await conn->execute("SELECT pg_sleep(30)");
+    }), TimeoutError);
+    EXPECT_FALSE(conn->reusable());  // unread: never handed on like this
+    EXPECT_EQ(co_await conn->fetchval<int>("SELECT 5"), 5);  // recovered: cancel request + drain
+    EXPECT_LT(EventLoop::running().time() - start, 5s);
+    EXPECT_EQ(co_await admin->fetchval<std::string>("SELECT state FROM pg_stat_activity WHERE pid = $1", pid), "idle");
+  }());
+}
