@@ -62,3 +62,16 @@ void report_unclosed(const char* what) noexcept {
   }
 }
 }  // namespace awith::detail
+
+namespace awith::detail {
+void report_entered_not_exited(const char* mangled_type) noexcept {
+  try {
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled_type, nullptr, nullptr, &status), std::free);
+    std::string message = std::string("async context manager ") + (status == 0 && name ? name.get() : mangled_type) +
+                          " was entered and destroyed without its aexit having run";
+    report_unclosed(message.c_str());
+  } catch (...) {
+  }
+}
+}  // namespace awith::detail

@@ -338,6 +338,13 @@ void EventLoop::shutdown_executor() noexcept {
   if (executor_) executor_->shutdown();
 }
 
+void EventLoop::abandon_tasks() noexcept {
+  EventLoop* previous = tl_running_loop;
+  tl_running_loop = this;
+  while (tasks_head_) tasks_head_->abandon();
+  tl_running_loop = previous;
+}
+
 void EventLoop::register_task(detail::TaskBase* t) noexcept {
   t->next_live = tasks_head_;
   t->prev_live = nullptr;

@@ -22,7 +22,7 @@ void run_main(EventLoop& loop, TaskBase& main) {
     loop.run_until([&] { return loop.first_task() == nullptr; });
   } catch (...) {
     if (!failure) failure = std::current_exception();
-    while (auto* t = loop.first_task()) t->abandon();
+    loop.abandon_tasks();
   }
   for (auto* t : live) t->release();
   loop.shutdown_executor();

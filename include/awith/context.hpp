@@ -18,6 +18,7 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <variant>
 
@@ -107,13 +108,26 @@ Task<bool> run_exit(M& m, std::exception_ptr error) {
   }
 }
 
+// Reports (debug mode) a frame destroyed between a successful aenter and its aexit: the block was
+// abandoned mid-body (its task destroyed at loop shutdown), so the manager never cleaned up.
+void report_entered_not_exited(const char* mangled_type) noexcept;
+struct EnteredGuard {
+  const char* manager = nullptr;
+  bool exiting = false;
+  ~EnteredGuard() {
+    if (manager && !exiting && g_debug_enabled) report_entered_not_exited(manager);
+  }
+};
+
 template <class S, class B, class M = unwrapped_t<S>, class R = body_value_t<B, M>>
 Task<with_result_t<R, can_suppress_v<M>>> with_single(S stored, B body) {
   M& m = unwrap(stored);
+  EnteredGuard guard;
   std::exception_ptr error;
   std::optional<std::conditional_t<std::is_void_v<R>, char, R>> result;
   if constexpr (std::is_void_v<enter_result_t<M>>) {
     co_await m.aenter();
+    guard.manager = typeid(M).name();
     try {
       if constexpr (std::is_void_v<R>) {
         co_await body();
@@ -125,6 +139,7 @@ Task<with_result_t<R, can_suppress_v<M>>> with_single(S stored, B body) {
     }
   } else {
     decltype(auto) bound = co_await m.aenter();
+    guard.manager = typeid(M).name();
     try {
       if constexpr (std::is_void_v<R>) {
         co_await call_body(body, bound);
@@ -136,6 +151,7 @@ Task<with_result_t<R, can_suppress_v<M>>> with_single(S stored, B body) {
     }
   }
   // The exit's own exception replaces the body's (use awith::raise_from to keep it as the cause).
+  guard.exiting = true;
   bool suppressed = co_await run_exit(m, error);
   if (error && !suppressed) std::rethrow_exception(error);
   if constexpr (std::is_void_v<R>) {

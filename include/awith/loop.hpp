@@ -237,6 +237,9 @@ class EventLoop {
   void register_task(detail::TaskBase* t) noexcept;
   void unregister_task(detail::TaskBase* t) noexcept;
   detail::TaskBase* first_task() const noexcept { return tasks_head_; }
+  // Ends every live task without running it again (a loop shutting down in deadlock): frames are
+  // destroyed with this loop current, so debug reports reach its exception handler.
+  void abandon_tasks() noexcept;
   std::size_t pending_io_waits = 0;  // waits on fds: the virtual clock must not call these idle
   void check_thread(const char* what) const;
 

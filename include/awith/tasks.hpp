@@ -104,6 +104,8 @@ struct TaskWait : WaitSlot, CompletionNode {
   }
   bool await_ready() const noexcept { return target->done(); }
   bool await_suspend(std::coroutine_handle<> h) {
+    if (&target->loop() != &this_task().loop())
+      throw RuntimeError("awaiting a task that belongs to another event loop");
     if (!begin(h)) return false;
     registered = true;
     target->add_completion(this);

@@ -410,3 +410,18 @@ TEST(AsyncWith, CancelAtEveryAwaitPointRunsEveryExitOnceInOrder) {
                                                                              << trace.str();
   }
 }
+
+// Debug mode: a block abandoned mid-body (here its task can never wake, so run() ends it at
+// shutdown) reports the manager that never exited.
+TEST(AsyncWith, DebugReportsAManagerEnteredAndNeverExited) {
+  std::vector<std::string> reports;
+  LoopOptions o = test::virtual_time();
+  o.debug = true;
+  Trace trace;
+  EXPECT_THROW(run([&]() -> Task<void> {
+    EventLoop::running().set_exception_handler([&](const std::string& m) { reports.push_back(m); });
+    co_await async_with(Swallow{trace}, []() -> Task<void> { co_await std::suspend_always{}; });
+  }(), o), RuntimeError);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_NE(reports[0].find("Swallow was entered and destroyed without its aexit"), std::string::npos) << reports[0];
+}
