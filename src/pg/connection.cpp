@@ -63,11 +63,9 @@ bool ready_now(int fd, short events) {
   return ::poll(&p, 1, 0) > 0;
 }
 
-// Host names in the DSN are resolved here, on the thread pool, and passed to libpq as hostaddr:
+// Host names in the DSN are resolved on the thread pool and passed to libpq as hostaddr:
 // PQconnectStart would otherwise call getaddrinfo on the loop thread.
-struct ConnectParams {
-  std::vector<std::string> keys, values;
-};
+using detail::ConnectParams;
 
 bool numeric_host(const std::string& h) {
   unsigned char buf[sizeof(in6_addr)];
@@ -90,11 +88,15 @@ std::string resolve_host(const std::string& host) {
   return buf;
 }
 
-Task<ConnectParams> connect_params(const std::string& dsn) {
+bool is_name(const std::string& h) { return !h.empty() && h[0] != '/' && h[0] != '@' && !numeric_host(h); }
+
+// Parses the DSN (a plain function: it throws before any coroutine frame exists).
+ConnectParams parse_dsn(const std::string& dsn, std::vector<std::string>& names_to_resolve) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
   if (!opts) {
-    std::string msg = err ? trimmed(err) : "out of memory";
+    std::string msg = "out of memory";
+    if (err) msg = trimmed(err);
     PQfreemem(err);
     throw ConnectError("invalid DSN: " + msg);
   }
@@ -109,7 +111,7 @@ Task<ConnectParams> connect_params(const std::string& dsn) {
   }
   PQconninfoFree(opts);
   if (!host.empty() && hostaddr.empty()) {
-    // A comma-separated list of hosts: resolve each name (unix socket paths stay as they are).
+    // A comma-separated list of hosts: names are resolved, addresses and socket paths kept.
     std::vector<std::string> hosts;
     for (std::size_t start = 0;;) {
       auto comma = host.find(',', start);
@@ -118,26 +120,25 @@ Task<ConnectParams> connect_params(const std::string& dsn) {
       start = comma + 1;
     }
     bool any_name = false;
-    for (auto& h : hosts) any_name |= !h.empty() && h[0] != '/' && h[0] != '@' && !numeric_host(h);
-    if (any_name) {
-      std::string addrs = co_await to_thread([hosts] {
-        std::string joined;
-        for (std::size_t i = 0; i < hosts.size(); ++i) {
-          if (i) joined += ',';
-          const auto& h = hosts[i];
-          if (h.empty() || h[0] == '/' || h[0] == '@' || numeric_host(h)) {
-            joined += h[0] == '/' || h[0] == '@' ? "" : h;
-          } else {
-            joined += resolve_host(h);
-          }
-        }
-        return joined;
-      });
-      out.keys.emplace_back("hostaddr");
-      out.values.push_back(std::move(addrs));
+    for (auto& h : hosts) any_name |= is_name(h);
+    if (any_name) names_to_resolve = std::move(hosts);
+  }
+  return out;
+}
+
+// hostaddr for a host list: each name resolved, each address kept, socket paths left empty.
+std::string resolve_hosts(const std::vector<std::string>& hosts) {
+  std::string joined;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    if (i) joined += ',';
+    const auto& h = hosts[i];
+    if (is_name(h)) {
+      joined += resolve_host(h);
+    } else if (!h.empty() && h[0] != '/' && h[0] != '@') {
+      joined += h;
     }
   }
-  co_return out;
+  return joined;
 }
 
 [[noreturn]] void throw_connect_error(PGconn* c) {
@@ -165,7 +166,16 @@ void Connection::close() noexcept {
 }
 
 Task<std::unique_ptr<Connection>> Connection::connect(std::string dsn) {
-  auto params = co_await connect_params(dsn);
+  std::vector<std::string> names;
+  return connect_with(parse_dsn(dsn, names), std::move(names));
+}
+
+Task<std::unique_ptr<Connection>> Connection::connect_with(ConnectParams params, std::vector<std::string> names) {
+  if (!names.empty()) {
+    std::string addrs = co_await to_thread([names] { return resolve_hosts(names); });
+    params.keys.emplace_back("hostaddr");
+    params.values.push_back(std::move(addrs));
+  }
   std::vector<const char*> keys, values;
   for (std::size_t i = 0; i < params.keys.size(); ++i) {
     keys.push_back(params.keys[i].c_str());
@@ -479,7 +489,8 @@ Task<std::vector<Result>> Connection::read_pipeline() {
   if (writer) {
     awith::detail::CleanupScope cleanup;
     if (!writer.done()) writer.cancel();
-    co_await wait(std::vector<TaskHandle<void>>{writer});
+    std::vector<TaskHandle<void>> writers(1, writer);  // not a braced temporary: g++ 12 miscompiles those in co_await
+    co_await wait(std::move(writers));
     (void)writer.exception();  // a write failure also failed the reads: reported through them
   }
   if (synced) {

@@ -210,8 +210,10 @@ TEST(PgConnection, ExecuteManyIsPipelined) {
     for (int i = 0; i < 20000; ++i) rows.push_back(pg::make_params(i, "label number " + std::to_string(i)));
     co_await conn->execute_many("INSERT INTO m VALUES ($1, $2)", rows);
     EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM m"), 20000);
-    EXPECT_THROW(co_await conn->execute_many("INSERT INTO m VALUES ($1, $2)", {pg::make_params(1, "x"), pg::make_params("bad", "y")}),
-                 pg::QueryError);
+    std::vector<pg::Params> bad;
+    bad.push_back(pg::make_params(1, "x"));
+    bad.push_back(pg::make_params("bad", "y"));
+    EXPECT_THROW(co_await conn->execute_many("INSERT INTO m VALUES ($1, $2)", bad), pg::QueryError);
     EXPECT_EQ(co_await conn->fetchval<std::int64_t>("SELECT count(*) FROM m"), 20000);  // one implicit transaction
     EXPECT_TRUE(conn->reusable());
   }());

@@ -35,6 +35,9 @@ using Param = std::optional<std::string>;
 using Params = std::vector<Param>;
 
 namespace detail {
+struct ConnectParams {
+  std::vector<std::string> keys, values;
+};
 Param text_param(std::string_view s);  // rejects NUL bytes (they cannot travel in text format)
 inline Param to_param(std::nullopt_t) { return std::nullopt; }
 inline Param to_param(std::nullptr_t) { return std::nullopt; }
@@ -171,6 +174,7 @@ class Connection {
   friend class Transaction;
   friend class Pipeline;
   explicit Connection(pg_conn* conn);
+  static Task<std::unique_ptr<Connection>> connect_with(detail::ConnectParams params, std::vector<std::string> names);
 
   Task<void> ready_for_query();
   Task<void> recover();
