@@ -4,9 +4,11 @@
 
 #include <functional>
 #include <memory>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <algorithm>
 #include <vector>
 
 #include "awith/awith.hpp"
@@ -268,5 +270,47 @@ TEST(Queue, PutterCancellationNeverDuplicatesOrLosesAnItem) {
     EXPECT_THROW(co_await b, CancelledError);
     EXPECT_EQ(q.get_nowait(), 2);
     EXPECT_TRUE(q.empty());
+  }());
+}
+
+// Producers and consumers cancelled at random points: every item whose put() completed is
+// received exactly once (by a consumer, or left in the queue), and no other item appears.
+// Producers cancel a random consumer right after their put, often the one the item was just
+// handed to, which has not run yet.
+TEST(Queue, RandomCancellationsNeverLoseOrDuplicateAnItem) {
+  run([]() -> Task<void> {
+    Queue<int> q(2);
+    std::vector<int> put_ok, got;
+    std::mt19937 rng(7);
+    std::vector<TaskHandle<void>> consumers, producers;
+    for (int c = 0; c < 24; ++c) {
+      consumers.push_back(create_task([&]() -> Task<void> {
+        while (true) {
+          got.push_back(co_await q.get());
+          co_await sleep(0);
+        }
+      }));
+    }
+    for (int p = 0; p < 8; ++p) {
+      producers.push_back(create_task([&, p]() -> Task<void> {
+        for (int i = 0; i < 25; ++i) {
+          co_await q.put(p * 100 + i);
+          put_ok.push_back(p * 100 + i);
+          if (rng() % 4 == 0) consumers[rng() % consumers.size()].cancel();
+        }
+      }));
+    }
+    for (int round = 0; round < 20; ++round) {
+      producers[rng() % producers.size()].cancel();
+      for (unsigned k = rng() % 4; k > 0; --k) co_await sleep(0);
+    }
+    q.shutdown();
+    co_await gather(return_exceptions, producers);
+    co_await gather(return_exceptions, consumers);
+    while (!q.empty()) got.push_back(q.get_nowait());
+    std::sort(put_ok.begin(), put_ok.end());
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, put_ok);
+    EXPECT_FALSE(put_ok.empty());
   }());
 }

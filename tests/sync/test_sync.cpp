@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <future>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -249,7 +250,35 @@ TEST(Semaphore, WokenThenCancelledAcquireCompletesWithThePermit) {
     EXPECT_EQ(sem.value(), 0);  // handed over, not added back
     EXPECT_THROW(co_await t, CancelledError);
     EXPECT_TRUE(acquired);
-    EXPECT_EQ(sem.value(), 0);  // plain acquire/release: the task kept it, as it did not release
+    EXPECT_EQ(sem.value(), 0);  // the task ended holding the permit: it never released it
+  }());
+}
+
+// Cancellations landing anywhere (queued, right after a hand-off, while holding) never lose or
+// duplicate a permit: never more than 3 holders, and all 3 permits are back at the end. Each task
+// cancels a random peer right after its release, often the waiter it just handed the permit to.
+TEST(Semaphore, RandomCancellationsNeverLoseOrDuplicateAPermit) {
+  run([]() -> Task<void> {
+    Semaphore sem(3);
+    int holders = 0, max_holders = 0;
+    std::mt19937 rng(20261125);
+    std::vector<TaskHandle<void>> tasks;
+    for (int i = 0; i < 20; ++i) {
+      tasks.push_back(create_task([&]() -> Task<void> {
+        for (int n = 0; n < 10; ++n) {
+          co_await async_with(sem, [&]() -> Task<void> {
+            max_holders = std::max(max_holders, ++holders);
+            Leave leave{holders};
+            for (unsigned t = rng() % 3; t > 0; --t) co_await sleep(0);
+          });
+          if (rng() % 2 == 0) tasks[rng() % tasks.size()].cancel();
+        }
+      }));
+    }
+    co_await gather(return_exceptions, tasks);
+    EXPECT_EQ(max_holders, 3);
+    EXPECT_EQ(holders, 0);
+    EXPECT_EQ(sem.value(), 3);
   }());
 }
 
