@@ -21,8 +21,8 @@ void FramePool::deallocate(void* p, std::size_t) noexcept { ::operator delete(p)
 #else
 
 namespace {
-constexpr std::size_t kGranule = 32;
-constexpr std::size_t kClasses = 64;  // blocks up to 2 KiB are pooled
+constexpr std::size_t kGranule = 16;
+constexpr std::size_t kClasses = 128;  // blocks up to 2 KiB are pooled
 constexpr unsigned kMaxPerClass = 4096;
 
 struct FreeBlock {

@@ -46,7 +46,7 @@ const std::string& TaskBase::cancel_message() const noexcept {
 
 bool TaskBase::cancel(std::string message) {
   if (done()) return false;
-  ++cancel_requests_;
+  if (cancel_requests_ < UINT16_MAX) ++cancel_requests_;
   if (!message.empty()) cancel_message_ = std::make_unique<std::string>(std::move(message));
   own_scope_.request_cancel();
   return true;

@@ -151,13 +151,13 @@ class TaskBase : public Runnable {
   std::unique_ptr<std::string> cancel_message_;
   SourceLocation where_;
   std::uint32_t refs_ = 1;  // the loop's reference while pending, dropped when done
-  int cancel_requests_ = 0;
+  std::uint16_t cancel_requests_ = 0;
   TaskPhase phase_ = TaskPhase::pending;
-  bool scheduled_ = false;
-  bool started_ = false;
-  bool interrupted_ = false;
-  bool ended_cancelled_ = false;
-  bool retrieved_ = false;
+  bool scheduled_ : 1 = false;
+  bool started_ : 1 = false;
+  bool interrupted_ : 1 = false;
+  bool ended_cancelled_ : 1 = false;
+  bool retrieved_ : 1 = false;
 };
 
 // The task running on this thread; throws RuntimeError when there is none.
