@@ -267,17 +267,21 @@ Task<void> Connection::flush() {
 }
 
 // Reads until libpq holds a complete result. The socket is registered edge-triggered and libpq
-// does not always read it dry, so a stale "readable" is checked with a peek before waiting.
+// does not always read it dry (it stops after one recv of up to its buffer space), so after a read
+// that left the result incomplete a peek decides whether to read again or wait for the next edge.
 Task<void> Connection::fill() {
   while (PQisBusy(conn_)) {
-    if (!watch_.hangup() && !socket_has_data()) {
-      watch_.clear_readable();
-      co_await watch_.wait_readable();
-    }
+    if (!watch_.readable() && !watch_.hangup()) co_await watch_.wait_readable();
     if (!PQconsumeInput(conn_)) break;  // read_results reports the error result libpq makes
+    if (PQisBusy(conn_) && !socket_has_data()) watch_.clear_readable();
   }
   if (PQstatus(conn_) != CONNECTION_OK && PQisBusy(conn_)) throw_lost("reading from the server");
 }
+
+// Called right after a statement is sent on an idle connection: libpq read the previous response
+// through its ReadyForQuery, so nothing of it is left in the socket and the server's answer to this
+// statement will raise a fresh edge. Dropping the stale "readable" saves a syscall per statement.
+void Connection::expect_response() noexcept { watch_.clear_readable(); }
 
 Task<detail::ResultPtr> Connection::read_results(const std::string& sql) {
   detail::ResultPtr last;
@@ -411,11 +415,13 @@ Task<Result> Connection::execute_params(std::string sql, Params params) {
       throw InterfaceError(trimmed(PQerrorMessage(conn_)));
     }
     busy_ = true;
+    expect_response();
     co_await flush();
     co_await read_results(sql);
     name = &prepared_.emplace(sql, std::move(fresh)).first->second;
   }
   send_prepared_or_params(name, sql, params);
+  expect_response();
   co_await flush();
   co_return Result(co_await read_results(sql));
 }
@@ -433,6 +439,7 @@ Task<void> Connection::run_simple(std::string sql) {
     throw InterfaceError(trimmed(PQerrorMessage(conn_)));
   }
   busy_ = true;
+  expect_response();
   co_await flush();
   co_await read_results(sql);
 }

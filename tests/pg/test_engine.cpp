@@ -99,6 +99,71 @@ TEST(PgEngine, PoolWaitersAreServedFifoAndTheAcquireTimeoutHolds) {
   }());
 }
 
+TEST(PgEngine, AWaiterCancelledInTheQueueLeavesThePoolIntact) {
+  run([]() -> Task<void> {
+    pg::PoolOptions opts;
+    opts.size = 1;
+    co_await async_with(pg::create_engine(test::pg_dsn_for("awith_test_queue_cancel"), opts), [&](pg::Engine& engine) -> Task<void> {
+      auto holder = create_task([&]() -> Task<void> {
+        co_await async_with(engine.connect(), [&]() -> Task<void> { co_await sleep(50ms); });
+      });
+      co_await sleep(5ms);
+      auto impatient = create_task([&]() -> Task<void> {
+        co_await async_with(engine.connect(), [&]() -> Task<void> { co_return; });
+      });
+      bool served = false;
+      auto patient = create_task([&]() -> Task<void> {
+        co_await async_with(engine.connect(), [&](pg::Connection& c) -> Task<void> {
+          served = co_await c.fetchval<int>("SELECT 1") == 1;
+        });
+      });
+      co_await sleep(5ms);
+      impatient.cancel();
+      EXPECT_THROW(co_await impatient, CancelledError);
+      co_await holder;
+      co_await patient;
+      EXPECT_TRUE(served);
+      EXPECT_EQ(engine.status().checked_out, 0u);
+      EXPECT_EQ(engine.status().open, 1u);
+    });
+  }());
+}
+
+TEST(PgEngine, MaxLifetimeMaxIdleAndPrePingReplaceConnections) {
+  run([]() -> Task<void> {
+    auto admin = co_await pg::Connection::connect(test::pg_dsn_for("awith_test_admin"));
+    auto pid_of = [](pg::Engine& engine) -> Task<int> {
+      co_return co_await async_with(engine.connect(), [](pg::Connection& c) -> Task<int> {
+        co_return co_await c.fetchval<int>("SELECT pg_backend_pid()");
+      });
+    };
+    pg::PoolOptions lifetime;
+    lifetime.max_lifetime = 50ms;
+    co_await async_with(pg::create_engine(test::pg_dsn_for("awith_test_lifetime"), lifetime), [&](pg::Engine& e) -> Task<void> {
+      int first = co_await pid_of(e);
+      EXPECT_EQ(co_await pid_of(e), first);
+      co_await sleep(60ms);
+      EXPECT_NE(co_await pid_of(e), first);
+      EXPECT_EQ(e.status().open, 1u);
+    });
+    pg::PoolOptions idle;
+    idle.max_idle = 50ms;
+    co_await async_with(pg::create_engine(test::pg_dsn_for("awith_test_idle"), idle), [&](pg::Engine& e) -> Task<void> {
+      int first = co_await pid_of(e);
+      co_await sleep(60ms);
+      EXPECT_NE(co_await pid_of(e), first);
+    });
+    pg::PoolOptions ping;
+    ping.pre_ping = true;
+    co_await async_with(pg::create_engine(test::pg_dsn_for("awith_test_preping"), ping), [&](pg::Engine& e) -> Task<void> {
+      int first = co_await pid_of(e);
+      EXPECT_TRUE(co_await admin->fetchval<bool>("SELECT pg_terminate_backend($1)", first));
+      EXPECT_NE(co_await pid_of(e), first);  // the dead connection is replaced, not handed out
+      EXPECT_EQ(e.status().open, 1u);
+    });
+  }());
+}
+
 TEST(PgEngine, HundredConcurrentTasks) {
   run([]() -> Task<void> {
     pg::PoolOptions opts;

@@ -180,6 +180,7 @@ class Connection {
   Task<void> recover();
   Task<void> flush();
   Task<void> fill();
+  void expect_response() noexcept;
   Task<detail::ResultPtr> read_results(const std::string& sql);
   Task<std::vector<Result>> read_pipeline();
   Task<void> run_simple(std::string sql);

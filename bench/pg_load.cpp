@@ -1,0 +1,89 @@
+// Closed-loop "SELECT 1" load for ../shared/bench/pg/run_pg.sh:
+//   pg_load HOST PORT CLIENTS DURATION [--pipeline [DEPTH]]
+// CLIENTS tasks each hold one pooled connection for the run and loop fetchval("SELECT 1")
+// (a prepared statement after the first call), or with --pipeline send DEPTH statements per round
+// trip through a pipeline scope. Prints, as its last line: tps=N errors=N
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "awith/awith.hpp"
+#include "awith/context.hpp"
+#include "awith/pg/engine.hpp"
+
+using namespace awith;
+
+namespace {
+
+struct Counts {
+  std::int64_t ok = 0;
+  std::int64_t errors = 0;
+};
+
+Task<void> client(pg::Engine& engine, TimePoint deadline, int depth, Counts& counts) {
+  auto& loop = EventLoop::running();
+  co_await async_with(engine.connect(), [&](pg::Connection& conn) -> Task<void> {
+    while (loop.time() < deadline) {
+      try {
+        if (depth <= 1) {
+          bool good = co_await conn.fetchval<int>("SELECT 1") == 1;
+          if (loop.time() < deadline) (good ? counts.ok : counts.errors) += 1;
+        } else {
+          std::vector<pg::Result> results;
+          co_await async_with(conn.pipeline(), [&](pg::Pipeline& p) -> Task<void> {
+            for (int i = 0; i < depth; ++i) p.send("SELECT 1");
+            results = co_await p.sync();
+          });
+          if (loop.time() >= deadline) break;
+          for (auto& r : results) (r.size() == 1 && r[0].get<int>(0) == 1 ? counts.ok : counts.errors) += 1;
+        }
+      } catch (const pg::Error&) {
+        ++counts.errors;
+        if (conn.is_closed()) co_return;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s HOST PORT CLIENTS DURATION [--pipeline [DEPTH]]\n", argv[0]);
+    return 2;
+  }
+  std::string host = argv[1], port = argv[2];
+  int clients = std::atoi(argv[3]);
+  double duration = std::atof(argv[4]);
+  int depth = 1;
+  if (argc > 5 && std::string(argv[5]) == "--pipeline") depth = argc > 6 ? std::atoi(argv[6]) : 32;
+  if (clients <= 0 || duration <= 0 || depth <= 0) {
+    std::fprintf(stderr, "CLIENTS, DURATION and DEPTH must be positive\n");
+    return 2;
+  }
+  Counts counts;
+  try {
+    run([&]() -> Task<void> {
+      pg::PoolOptions options;
+      options.size = static_cast<std::size_t>(clients);
+      auto dsn = "host=" + host + " port=" + port + " user=postgres dbname=postgres";
+      co_await async_with(pg::create_engine(dsn, options), [&](pg::Engine& engine) -> Task<void> {
+        // Connect everyone first: the measured window is queries only, as with pgbench -T.
+        std::vector<std::unique_ptr<pg::Connection>> warm;
+        for (int i = 0; i < clients; ++i) warm.push_back(co_await engine.acquire());
+        for (auto& c : warm) co_await engine.release(std::move(c));
+        auto deadline = EventLoop::running().time() +
+                        std::chrono::duration_cast<Duration>(std::chrono::duration<double>(duration));
+        std::vector<TaskHandle<void>> tasks;
+        for (int i = 0; i < clients; ++i) tasks.push_back(create_task(client(engine, deadline, depth, counts)));
+        for (auto& t : tasks) co_await t;
+      });
+    }());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pg_load: %s\n", e.what());
+    ++counts.errors;
+  }
+  std::printf("tps=%.0f errors=%lld\n", static_cast<double>(counts.ok) / duration, static_cast<long long>(counts.errors));
+  return 0;
+}
