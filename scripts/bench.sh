@@ -138,6 +138,7 @@ run_pg() {
   echo
   echo "## PostgreSQL ($SHARED_BENCH/pg/run_pg.sh, awith = $client)"
   timeout 1200 "$SHARED_BENCH/pg/run_pg.sh" "awith=$client {host} {port} {clients} {duration}" \
+    "awith_pipeline=$client {host} {port} {clients} {duration} --pipeline" \
     2>"$OUT/pg.log" | tee "$OUT/pg.md" ||
     { echo "bench: run_pg.sh failed (see $OUT/pg.log)"; status=1; }
 }
