@@ -9,7 +9,7 @@ TSAN_DIR ?= build/tsan
 BENCH_DIR ?= build/bench
 SHARED_BENCH ?= $(abspath ../shared/bench)
 
-.PHONY: setup tour check check-gcc check-tsan bench clean
+.PHONY: setup tour check check-gcc check-tsan bench clean fuzz-http
 
 setup:
 	@./scripts/setup.sh
@@ -50,6 +50,16 @@ bench: setup
 	cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release -DAWITH_BUILD_TESTS=OFF -DAWITH_BUILD_BENCH=ON
 	cmake --build $(BENCH_DIR) -j$(JOBS)
 	SHARED_BENCH=$(SHARED_BENCH) ./scripts/bench.sh $(BENCH_DIR)
+
+# The HTTP response parser's fuzzer (clang, libFuzzer + ASan) for FUZZ_SECONDS; make check runs it
+# for 20 s. The corpus it grows stays in $(FUZZ_DIR)/tests/fuzz-corpus.
+FUZZ_DIR ?= build/fuzz
+FUZZ_SECONDS ?= 600
+fuzz-http: setup
+	cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=$(CLANGXX) -DAWITH_BUILD_EXAMPLES=OFF
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzz_response_parser
+	cd $(FUZZ_DIR)/tests && mkdir -p fuzz-corpus && ./fuzz_response_parser -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=4096 -timeout=5 -print_final_stats=1 fuzz-corpus $(CURDIR)/tests/fuzz/corpus
 
 clean:
 	rm -rf build
