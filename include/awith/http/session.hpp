@@ -1,0 +1,163 @@
+// ClientSession (aiohttp's): an HTTP/1.1 client with a keep-alive connection pool, used as an
+// async context manager.
+//
+//   co_await async_with(http::ClientSession({.timeout = {.total = 10s}}), [&](http::ClientSession& session) -> Task<void> {
+//     co_await async_with(session.get(url), [&](http::ClientResponse& resp) -> Task<void> {
+//       auto data = co_await resp.json();
+//     });
+//   });
+//
+// Leaving a response's scope returns its connection to the pool only when the body was read to
+// the end and the connection is reusable; otherwise (unread body, error, cancellation, timeout) the
+// connection is closed — a cancelled request never poisons a later one. Leaving the session closes
+// every pooled connection and waits until they are closed.
+//
+// Timeouts (ClientTimeout, as aiohttp): `total` bounds the whole request including reading the
+// body; `connect` bounds getting a connection (waiting for a pool slot + connecting); `sock_connect`
+// the TCP connect alone; `sock_read` every single wait for data from the server. An expired phase
+// raises ClientTimeoutError naming it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "awith/awaitable.hpp"
+#include "awith/http/errors.hpp"
+#include "awith/http/headers.hpp"
+#include "awith/http/parser.hpp"
+#include "awith/http/response.hpp"
+#include "awith/http/url.hpp"
+#include "awith/loop.hpp"
+#include "awith/task.hpp"
+
+namespace awith::http {
+
+struct ClientTimeout {
+  std::optional<Duration> total;
+  std::optional<Duration> connect;
+  std::optional<Duration> sock_connect;
+  std::optional<Duration> sock_read;
+};
+// aiohttp's DEFAULT_TIMEOUT: 5 minutes in total, 30 s to connect a socket.
+inline constexpr ClientTimeout kDefaultTimeout{std::chrono::minutes(5), std::nullopt, std::chrono::seconds(30),
+                                               std::nullopt};
+
+// Certificate verification for https:// URLs. Verification (chain + host name) is on by default.
+struct TlsOptions {
+  bool use_system_ca = true;  // the system CA store (/etc/ssl/certs)
+  std::string ca_file;        // an extra CA bundle (PEM), e.g. a private CA
+  // Accepts any certificate from anyone: encryption without authentication. For throwaway test
+  // servers only; the long name is on purpose.
+  bool dangerously_disable_certificate_verification = false;
+};
+
+// aiohttp's TCPConnector options.
+struct ConnectorOptions {
+  std::size_t limit = 100;          // open connections in all (0: unlimited)
+  std::size_t limit_per_host = 0;   // open connections per scheme://host:port (0: unlimited)
+  Duration keepalive_timeout = std::chrono::seconds(15);  // an idle pooled connection older than this is closed
+  TlsOptions tls;
+};
+
+struct SessionOptions {
+  std::string base_url;  // relative request URLs are resolved against it
+  Headers headers;       // sent with every request (a request's own headers win)
+  ClientTimeout timeout = kDefaultTimeout;
+  bool raise_for_status = false;  // every response with status >= 400 raises ClientResponseError
+  ConnectorOptions connector;
+  ParserLimits limits;
+  std::string user_agent = "awith-http/0.1";
+  // Bound on closing the pooled connections when the session is left (TLS close_notify included).
+  Duration close_timeout = std::chrono::seconds(2);
+};
+
+struct RequestOptions {
+  Params params;   // appended to the URL's query, encoded
+  Headers headers;
+  std::optional<std::string> data;            // the body as bytes / text (Content-Type: application/octet-stream)
+  std::optional<nlohmann::json> json;         // the body as JSON (Content-Type: application/json)
+  std::optional<Params> form;                 // the body as a form (application/x-www-form-urlencoded)
+  std::optional<ClientTimeout> timeout;       // replaces the session's for this request
+  bool allow_redirects = true;
+  int max_redirects = 10;
+  std::optional<bool> raise_for_status;       // overrides the session's
+};
+
+class ClientSession;
+
+// What session.get(...) returns: the request as an async context manager whose aenter sends it and
+// returns the response once its headers arrived; aexit releases or closes the connection.
+class ResponseManager {
+ public:
+  ResponseManager(ClientSession& session, std::string method, std::string url, RequestOptions options)
+      : session_(&session), method_(std::move(method)), url_(std::move(url)), options_(std::move(options)) {}
+
+  Task<ClientResponse&> aenter();
+  Ready<> aexit(std::exception_ptr error) noexcept;
+
+ private:
+  ClientSession* session_;
+  std::string method_;
+  std::string url_;
+  RequestOptions options_;
+  std::optional<ClientResponse> response_;
+};
+
+namespace detail {
+class Pool;
+}
+
+class ClientSession {
+ public:
+  ClientSession();
+  explicit ClientSession(SessionOptions options);
+  explicit ClientSession(ClientTimeout timeout);
+  ClientSession(const ClientSession&) = delete;
+  ClientSession& operator=(const ClientSession&) = delete;
+  // A session that was never closed aborts its pooled connections (no graceful close possible here).
+  ~ClientSession();
+
+  ResponseManager request(std::string method, std::string url, RequestOptions options = {}) {
+    return ResponseManager(*this, std::move(method), std::move(url), std::move(options));
+  }
+  ResponseManager get(std::string url, RequestOptions options = {}) { return request("GET", std::move(url), std::move(options)); }
+  ResponseManager post(std::string url, RequestOptions options = {}) { return request("POST", std::move(url), std::move(options)); }
+  ResponseManager put(std::string url, RequestOptions options = {}) { return request("PUT", std::move(url), std::move(options)); }
+  ResponseManager patch(std::string url, RequestOptions options = {}) { return request("PATCH", std::move(url), std::move(options)); }
+  ResponseManager delete_(std::string url, RequestOptions options = {}) { return request("DELETE", std::move(url), std::move(options)); }
+  ResponseManager head(std::string url, RequestOptions options = {}) { return request("HEAD", std::move(url), std::move(options)); }
+
+  // Closes every pooled connection and waits until they are closed (bounded by close_timeout).
+  // Later requests raise ClientConnectionError("Session is closed").
+  Task<void> close();
+  bool closed() const noexcept { return closed_; }
+
+  Ready<ClientSession&> aenter() noexcept { return {*this}; }
+  Task<void> aexit(std::exception_ptr) { return close(); }
+
+  const SessionOptions& options() const noexcept { return options_; }
+  // Connections open (in use + idle) and idle in the pool: for tests and monitoring.
+  std::size_t open_connections() const noexcept;
+  std::size_t idle_connections() const noexcept;
+
+ private:
+  friend class ResponseManager;
+  // Sends the request, follows redirects, returns the response once its headers arrived.
+  Task<ClientResponse> send(std::string method, std::string url, RequestOptions options);
+  Task<ClientResponse> send_once(const std::string& method, const URL& url, const std::string& head,
+                                 const std::string& body, const ClientTimeout& timeout,
+                                 std::optional<TimePoint> total_deadline);
+
+  SessionOptions options_;
+  std::shared_ptr<detail::Pool> pool_;
+  bool closed_ = false;
+};
+
+}  // namespace awith::http

@@ -1,0 +1,183 @@
+// The real peers of the HTTP client tests, started on demand by the test binary itself (once per
+// process) on free 127.0.0.1 ports: an aiohttp application (servers/aiohttp_server.py, Debian's
+// /usr/bin/python3) and nginx (private prefix: static JSON, gzip, keep-alive). Each child gets
+// PR_SET_PDEATHSIG and a `timeout` bound, so a crashed test never leaves a server behind.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace awith::test {
+
+// A child process (argv[0] searched in PATH), killed with SIGTERM when this object dies.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> argv, bool capture_stdout) {
+    int fds[2] = {-1, -1};
+    if (capture_stdout && ::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (capture_stdout) ::dup2(fds[1], 1);
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execvp(args[0], args.data());
+      ::_exit(127);
+    }
+    if (capture_stdout) {
+      ::close(fds[1]);
+      out_ = fds[0];
+    }
+  }
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess() {
+    if (out_ >= 0) ::close(out_);
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 50; ++i) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  // The first line the child writes, within `timeout`; "" if none.
+  std::string read_line(std::chrono::milliseconds timeout) {
+    std::string line;
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd p{out_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char c;
+      if (::read(out_, &c, 1) != 1) break;
+      if (c == '\n') return line;
+      line += c;
+    }
+    return {};
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+};
+
+inline bool port_accepts(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+inline std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// The aiohttp peer's port (started on first use).
+inline std::uint16_t aiohttp_port() {
+  struct Server {
+    ChildProcess child{{"timeout", "600", "/usr/bin/python3", AWITH_HTTP_AIOHTTP_SERVER, "--lifetime", "590"}, true};
+    std::uint16_t port = 0;
+    Server() {
+      std::string line = child.read_line(std::chrono::seconds(20));
+      if (!line.starts_with("port=")) throw std::runtime_error("the aiohttp test server did not start");
+      port = static_cast<std::uint16_t>(std::stoi(line.substr(5)));
+    }
+  };
+  static Server server;
+  return server.port;
+}
+
+// The nginx peer: /data.json (static JSON, gzip'ed for clients that accept it), keep-alive.
+struct Nginx {
+  std::filesystem::path dir;
+  std::uint16_t port = 0;
+  std::string json;
+};
+inline const Nginx& nginx() {
+  struct Server {
+    Nginx info;
+    std::unique_ptr<ChildProcess> child;
+    Server() {
+      char tmpl[] = "/tmp/awith-http-nginx.XXXXXX";
+      if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+      info.dir = tmpl;
+      std::filesystem::permissions(info.dir, std::filesystem::perms(0755));
+      std::filesystem::create_directories(info.dir / "www");
+      std::filesystem::create_directories(info.dir / "tmp");
+      // Big enough for gzip to matter, with a recognisable structure.
+      info.json = "{\"name\": \"awith\", \"items\": [";
+      for (int i = 0; i < 200; ++i) info.json += (i ? ", " : "") + std::to_string(i);
+      info.json += "], \"ok\": true}\n";
+      std::ofstream(info.dir / "www/data.json") << info.json;
+      std::filesystem::permissions(info.dir / "www", std::filesystem::perms(0755));
+      std::filesystem::permissions(info.dir / "www/data.json", std::filesystem::perms(0644));
+      std::string nginx_bin = std::filesystem::exists("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
+      for (int attempt = 0; attempt < 5 && !child; ++attempt) {
+        info.port = free_port();
+        std::string d = info.dir.string();
+        std::ofstream(info.dir / "nginx.conf")
+            << "worker_processes 1;\npid " << d << "/nginx.pid;\nerror_log " << d << "/error.log;\n"
+            << "events { worker_connections 256; }\nhttp {\n  access_log off;\n"
+            << "  client_body_temp_path " << d << "/tmp; proxy_temp_path " << d << "/tmp;\n"
+            << "  fastcgi_temp_path " << d << "/tmp; uwsgi_temp_path " << d << "/tmp; scgi_temp_path " << d
+            << "/tmp;\n  types { application/json json; }\n  default_type application/json;\n"
+            << "  keepalive_timeout 65s; keepalive_requests 100000;\n"
+            << "  gzip on; gzip_min_length 0; gzip_types application/json;\n"
+            << "  server { listen 127.0.0.1:" << info.port << "; root " << d << "/www; }\n}\n";
+        auto c = std::make_unique<ChildProcess>(
+            std::vector<std::string>{"timeout", "600", nginx_bin, "-p", d, "-c", d + "/nginx.conf", "-g", "daemon off;"},
+            false);
+        for (int i = 0; i < 100; ++i) {
+          if (port_accepts(info.port)) {
+            child = std::move(c);
+            break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      }
+      if (!child) throw std::runtime_error("nginx did not start");
+    }
+    ~Server() {
+      child.reset();
+      std::error_code ec;
+      std::filesystem::remove_all(info.dir, ec);
+    }
+  };
+  static Server server;
+  return server.info;
+}
+
+}  // namespace awith::test
