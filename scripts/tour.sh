@@ -8,6 +8,7 @@
 #   -      nothing
 #   echo   BUILD_DIR/examples/echo_server runs in the background on a free port ({port})
 #   http   a local nginx serves /hello.json on a free port ({url} = http://127.0.0.1:<port>/hello.json)
+#   httpbin  tests/support/httpbin.py answers like httpbin.org's /get ({url} = http://127.0.0.1:<port>/get)
 #   pg     a throwaway PostgreSQL cluster (scripts/pg_cluster.sh) ({dsn} = its libpq DSN)
 # An example whose binary is not built is skipped with a note; a failing example fails the tour
 # (the others still run). A program of examples/ missing from TOUR runs last, without arguments.
@@ -23,7 +24,7 @@ TOUR=(
   "timeouts          | asyncio.timeout / timeout_at / wait_for                    | -    |"
   "semaphore         | asyncio.Semaphore                                          | -    |"
   "echo_client       | asyncio streams: start_server + open_connection            | echo | {port}"
-  "request_session   | aiohttp.ClientSession                                      | http | {url}"
+  "request_session   | aiohttp.ClientSession                                      | httpbin | {url}"
   "database          | asyncpg: connection pool and queries                       | pg   | {dsn}"
 )
 # Programs the tour starts as a setup step rather than on their own.
@@ -37,7 +38,7 @@ EXAMPLE_TIMEOUT=${EXAMPLE_TIMEOUT:-60}
 WORK=$(mktemp -d /tmp/awith-tour.XXXXXX)
 chmod 755 "$WORK"  # nginx's workers may run as another user
 
-ECHO_PID="" NGINX_PID="" PG_DIR=""
+ECHO_PID="" NGINX_PID="" PG_DIR="" HTTPBIN_PID=""
 stop_pid() {
   local pid=$1 i
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
@@ -49,6 +50,7 @@ stop_pid() {
 cleanup() {
   stop_pid "$ECHO_PID"
   stop_pid "$NGINX_PID"
+  stop_pid "$HTTPBIN_PID"
   [ -n "$PG_DIR" ] && "$ROOT/scripts/pg_cluster.sh" stop "$PG_DIR" >/dev/null 2>&1
   rm -rf "$WORK"
 }
@@ -119,6 +121,16 @@ CONF
   URL=http://127.0.0.1:$port/hello.json
 }
 teardown_http() { stop_pid "$NGINX_PID"; NGINX_PID=""; }
+setup_httpbin() {
+  local port
+  port=$(free_port 18400)
+  timeout $((EXAMPLE_TIMEOUT * 2)) /usr/bin/python3 "$ROOT/tests/support/httpbin.py" "$port" \
+    --lifetime $((EXAMPLE_TIMEOUT * 2)) >"$WORK/httpbin.log" 2>&1 &
+  HTTPBIN_PID=$!
+  wait_listening "$port" "$HTTPBIN_PID" || { echo "httpbin.py did not start"; cat "$WORK/httpbin.log"; return 1; }
+  URL=http://127.0.0.1:$port/get
+}
+teardown_httpbin() { stop_pid "$HTTPBIN_PID"; HTTPBIN_PID=""; }
 setup_pg() {
   PG_DIR=$WORK/pg
   DSN=$("$ROOT/scripts/pg_cluster.sh" start "$PG_DIR") || { echo "could not start PostgreSQL"; return 1; }
