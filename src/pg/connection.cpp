@@ -404,7 +404,15 @@ void Connection::send_prepared_or_params(const std::string* name, const std::str
   busy_ = true;
 }
 
-Task<Result> Connection::execute_params(std::string sql, Params params) {
+Connection::Operation::Operation(Connection& c) : c_(&c) {
+  if (c.operating_) {
+    c_ = nullptr;
+    throw InterfaceError("another operation is in progress on this connection (use one connection per task)");
+  }
+  c.operating_ = true;
+}
+
+Task<Result> Connection::execute_impl(Operation, std::string sql, Params params) {
   co_await ready_for_query();
   if (pipeline_) throw InterfaceError("the connection is in a pipeline: use the pipeline's send()");
   const std::string* name = prepared_name(sql);
@@ -432,7 +440,7 @@ Task<std::optional<Row>> Connection::fetchrow_params(std::string sql, Params par
   co_return result[0];
 }
 
-Task<void> Connection::run_simple(std::string sql) {
+Task<void> Connection::run_simple_impl(Operation, std::string sql) {
   co_await ready_for_query();
   if (!PQsendQuery(conn_, sql.c_str())) {
     if (PQstatus(conn_) != CONNECTION_OK) throw_lost("sending a statement");
@@ -451,7 +459,7 @@ Task<void> Connection::ping() {
 // Reads the results of everything queued in pipeline mode up to and including the sync point.
 // A second task flushes the output meanwhile when the socket cannot take it all at once: reading
 // and writing must progress together or a large batch deadlocks with the server.
-Task<std::vector<Result>> Connection::read_pipeline() {
+Task<std::vector<Result>> Connection::read_pipeline(Operation) {
   std::vector<Result> results;
   std::exception_ptr error;
   bool synced = false;
@@ -508,7 +516,7 @@ Task<std::vector<Result>> Connection::read_pipeline() {
   co_return results;
 }
 
-Task<void> Connection::execute_many(std::string sql, std::vector<Params> rows) {
+Task<void> Connection::execute_many_impl(Operation op, std::string sql, std::vector<Params> rows) {
   co_await ready_for_query();
   if (pipeline_) throw InterfaceError("execute_many inside a pipeline: use the pipeline's send()");
   if (rows.empty()) co_return;
@@ -531,7 +539,7 @@ Task<void> Connection::execute_many(std::string sql, std::vector<Params> rows) {
   if (!PQpipelineSync(conn_)) throw_lost("sending a pipeline sync");
   std::exception_ptr error;
   try {
-    co_await read_pipeline();
+    co_await read_pipeline(std::move(op));
   } catch (...) {
     error = std::current_exception();
   }
@@ -636,6 +644,7 @@ Task<Pipeline&> Pipeline::aenter() {
 
 std::size_t Pipeline::send_params(std::string sql, Params params) {
   if (!active_) throw InterfaceError("send(): the pipeline is not active");
+  if (conn_->operating_) throw InterfaceError("send(): the pipeline is being synced");
   auto& c = *conn_;
   const std::string* name = c.prepared_name(sql);
   std::string fresh;
@@ -661,10 +670,11 @@ std::size_t Pipeline::send_params(std::string sql, Params params) {
 Task<std::vector<Result>> Pipeline::sync() {
   if (!active_) throw InterfaceError("sync(): the pipeline is not active");
   auto& c = *conn_;
-  c.busy_ = true;
+  Connection::Operation op(c);
   if (!PQpipelineSync(c.conn_)) c.throw_lost("sending a pipeline sync");
+  c.busy_ = true;
   queued_ = 0;
-  co_return co_await c.read_pipeline();
+  return c.read_pipeline(std::move(op));
 }
 
 Task<void> Pipeline::aexit(std::exception_ptr error) {

@@ -234,3 +234,14 @@ TEST(PgConnection, CancelledStatementIsCancelledOnTheServerAndTheConnectionRecov
     EXPECT_EQ(co_await admin->fetchval<std::string>("SELECT state FROM pg_stat_activity WHERE pid = $1", pid), "idle");
   }());
 }
+
+TEST(PgConnection, ASecondTaskUsingTheConnectionMeanwhileGetsAClearError) {
+  run([]() -> Task<void> {
+    auto conn = co_await connect();
+    auto first = create_task([&]() -> Task<int> { co_return co_await conn->fetchval<int>("SELECT 1 FROM pg_sleep(0.05)"); });
+    co_await sleep(10ms);
+    EXPECT_THROW(co_await conn->execute("SELECT 2"), pg::InterfaceError);
+    EXPECT_EQ(co_await first, 1);  // undisturbed
+    EXPECT_EQ(co_await conn->fetchval<int>("SELECT 3"), 3);
+  }());
+}

@@ -2,6 +2,9 @@
 // timeout, 100 concurrent tasks, cancellation at every await point of begin() + queries + commit
 // (checked through pg_stat_activity and pg_locks), a server restart, dispose.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "awith/awith.hpp"
 #include "awith/context.hpp"
@@ -345,4 +348,30 @@ TEST(PgEngine, DisposeClosesEverythingAndRefusesNewAcquires) {
     EXPECT_EQ(engine.status().open, 0u);
     EXPECT_THROW(co_await async_with(engine.connect(), [&]() -> Task<void> { co_return; }), pg::InterfaceError);
   }());
+}
+
+TEST(PgEngine, AServerThatNeverAnswersHitsTheConnectTimeout) {
+  // A listening socket that never accepts: the TCP handshake completes, the startup packet is
+  // never answered.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::string dsn = "host=127.0.0.1 port=" + std::to_string(ntohs(addr.sin_port)) + " user=postgres";
+  run([&]() -> Task<void> {
+    pg::PoolOptions opts;
+    opts.connect_timeout = 200ms;
+    co_await async_with(pg::create_engine(dsn, opts), [&](pg::Engine& engine) -> Task<void> {
+      auto start = EventLoop::running().time();
+      EXPECT_THROW(co_await async_with(engine.connect(), [&]() -> Task<void> { co_return; }), pg::ConnectError);
+      EXPECT_LT(EventLoop::running().time() - start, 2s);
+      EXPECT_EQ(engine.status().checked_out, 0u);
+      EXPECT_EQ(engine.status().open, 0u);
+    });
+  }());
+  ::close(fd);
 }

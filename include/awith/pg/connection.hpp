@@ -100,7 +100,7 @@ class Pipeline {
     return send_params(std::string(sql), make_params(args...));
   }
   std::size_t send_params(std::string sql, Params params);
-  Task<std::vector<Result>> sync();
+  Task<std::vector<Result>> sync();  // one sync at a time, like any operation on the connection
   std::size_t queued() const noexcept { return queued_; }
 
  private:
@@ -123,7 +123,9 @@ class Connection {
   Task<Result> execute(std::string_view sql, const A&... args) {
     return execute_params(std::string(sql), make_params(args...));
   }
-  Task<Result> execute_params(std::string sql, Params params);
+  Task<Result> execute_params(std::string sql, Params params) {
+    return execute_impl(Operation(*this), std::move(sql), std::move(params));
+  }
   // asyncpg's names: fetch (all rows), fetchrow (first row or nothing), fetchval (first column of
   // the first row; a query without rows gives std::nullopt when T is optional, else throws).
   template <class... A>
@@ -142,7 +144,9 @@ class Connection {
   template <class T>
   Task<T> fetchval_params(std::string sql, Params params);
   // The statement once per parameter set, pipelined: one round trip for the whole batch.
-  Task<void> execute_many(std::string sql, std::vector<Params> rows);
+  Task<void> execute_many(std::string sql, std::vector<Params> rows) {
+    return execute_many_impl(Operation(*this), std::move(sql), std::move(rows));
+  }
 
   Transaction transaction() noexcept { return Transaction(*this); }
   Pipeline pipeline() noexcept { return Pipeline(*this); }
@@ -174,6 +178,25 @@ class Connection {
   friend class Transaction;
   friend class Pipeline;
   explicit Connection(pg_conn* conn);
+  // One operation at a time: a second task using the connection meanwhile gets InterfaceError
+  // (instead of its statement being mixed into, or cancelling, the first one's). The token is a
+  // parameter of the operation's coroutine, so it is released with the frame in every case.
+  class Operation {
+   public:
+    explicit Operation(Connection& c);
+    Operation(Operation&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+    Operation& operator=(Operation&&) = delete;
+    ~Operation() {
+      if (c_) c_->operating_ = false;
+    }
+
+   private:
+    Connection* c_;
+  };
+  Task<Result> execute_impl(Operation op, std::string sql, Params params);
+  Task<void> execute_many_impl(Operation op, std::string sql, std::vector<Params> rows);
+  Task<void> run_simple_impl(Operation op, std::string sql);
+  Task<void> run_simple(std::string sql) { return run_simple_impl(Operation(*this), std::move(sql)); }
   static Task<std::unique_ptr<Connection>> connect_with(detail::ConnectParams params, std::vector<std::string> names);
 
   Task<void> ready_for_query();
@@ -182,8 +205,7 @@ class Connection {
   Task<void> fill();
   void expect_response() noexcept;
   Task<detail::ResultPtr> read_results(const std::string& sql);
-  Task<std::vector<Result>> read_pipeline();
-  Task<void> run_simple(std::string sql);
+  Task<std::vector<Result>> read_pipeline(Operation op);
   const std::string* prepared_name(const std::string& sql);
   void send_prepared_or_params(const std::string* name, const std::string& sql, const Params& params);
   bool socket_has_data() const noexcept;
@@ -203,6 +225,7 @@ class Connection {
   std::uint64_t statements_ = 0;  // names of prepared statements: awith_<n>
   bool busy_ = false;      // a statement was sent and its results were not all read
   bool pipeline_ = false;  // in libpq pipeline mode
+  bool operating_ = false;  // an operation (statement, sync) is running
   TimePoint created_;
   TimePoint last_used_;
 };
