@@ -356,3 +356,37 @@ TEST(ExceptionGroup, SplitAndSubgroupKeepNesting) {
   EXPECT_FALSE(eg.subgroup<std::bad_alloc>());
   EXPECT_TRUE(eg.contains<std::out_of_range>());
 }
+
+// tg_04 / tg_07: Python distinguishes BaseException (KeyboardInterrupt, SystemExit, custom ones),
+// which TaskGroup re-raises bare or as a BaseExceptionGroup. C++ has no such hierarchy; the mapping
+// is: every failure other than CancelledError — std::exception or not — joins the ExceptionGroup,
+// and the group is still raised only after every child has finished.
+TEST(TaskGroup, Tg04Tg07NonStandardExceptionsAreGroupedToo) {
+  struct SystemExit {
+    int code;
+  };
+  Trace trace;
+  run([&]() -> Task<void> {
+    try {
+      co_await async_with(TaskGroup(), [&](TaskGroup& tg) -> Task<void> {
+        tg.create_task([&]() -> Task<void> {
+          co_await try_finally([]() -> Task<void> { co_await sleep(10s); },
+                               [&]() -> Task<void> {
+                                 trace("c1 cancelled");
+                                 co_return;
+                               });
+        });
+        co_await sleep(0);
+        trace("body raising SystemExit");
+        throw SystemExit{3};
+      });
+    } catch (const ExceptionGroup& eg) {
+      try {
+        std::rethrow_exception(eg.exceptions().at(0));
+      } catch (const SystemExit& e) {
+        trace("caught SystemExit code=" + std::to_string(e.code) + " (grouped)");
+      }
+    }
+  }(), test::virtual_time());
+  EXPECT_EQ(trace.str(), "body raising SystemExit\nc1 cancelled\ncaught SystemExit code=3 (grouped)\n");
+}
