@@ -1,6 +1,7 @@
 // The PostgreSQL cluster of the pg tests: scripts/pg_cluster.sh started once per build tree (CTest
-// fixture test_pg.cluster_start; a test binary run by hand starts it itself, idempotently), or an
-// existing server named by AWITH_PG_DSN.
+// fixture test_pg.cluster_start; a test binary run by hand starts it itself, idempotently, and
+// leaves it running for the next run: `scripts/pg_cluster.sh stop /tmp/awith-pg-<hash>` or any
+// ctest run of the pg tests removes it), or an existing server named by AWITH_PG_DSN.
 #pragma once
 
 #include <cstdio>

@@ -199,7 +199,7 @@ TEST(PgEngine, HundredConcurrentTasks) {
 
 // The heart of the issue: a task running begin() + SELECT ... FOR UPDATE + UPDATE + COMMIT (made
 // slow by a deferred trigger) is cancelled after every delay from 0 to 200 ms, once and also twice
-// (the second cancel interrupts the cleanup itself), and by a timeout. After each round no backend
+// (the second cancel interrupts the cleanup itself), by a timeout, and after 0..50 loop iterations. After each round no backend
 // is left in a transaction or holding a lock, the pool is intact, and the row counts exactly the
 // transactions whose task reported success.
 TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
@@ -234,7 +234,7 @@ TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
     };
     std::int64_t committed = 0;
     int cancelled = 0, completed = 0;
-    for (int mode = 0; mode < 3; ++mode) {
+    for (int mode = 0; mode < 4; ++mode) {
       for (int delay_ms = 0; delay_ms <= 200; delay_ms += 4) {
         auto delay = std::chrono::milliseconds(delay_ms);
         bool ok = false;
@@ -247,7 +247,12 @@ TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
           }
         } else {
           auto t = create_task([&]() -> Task<void> { co_await transaction(); });
-          co_await sleep(delay);
+          if (mode == 3) {
+            // Cancel after k loop iterations: reaches the short await points (BEGIN, prepares).
+            for (int k = 0; k < delay_ms / 4; ++k) co_await sleep(0);
+          } else {
+            co_await sleep(delay);
+          }
           t.cancel();
           if (mode == 1) {
             co_await sleep(3ms);

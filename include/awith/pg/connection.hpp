@@ -112,7 +112,8 @@ class Pipeline {
 class Connection {
  public:
   // Connects without blocking the loop (host names are resolved on the thread pool). Throws
-  // ConnectError, AuthenticationError.
+  // ConnectError, AuthenticationError. libpq ignores connect_timeout in non-blocking mode: bound
+  // it with awith::timeout (the pool does, with PoolOptions::connect_timeout).
   static Task<std::unique_ptr<Connection>> connect(std::string dsn);
   ~Connection();
   Connection(const Connection&) = delete;
