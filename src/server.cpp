@@ -11,6 +11,8 @@
 
 #include <cstring>
 
+#include "awith/cancel_scope.hpp"
+#include "awith/context.hpp"
 #include "awith/tasks.hpp"
 #include "awith/thread.hpp"
 
@@ -191,6 +193,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
 
 
   static Task<void> run_connection(std::shared_ptr<ServerState> s, int fd);
+  static Task<bool> tls_handshake(ServerState& s, StreamWriter& writer);
 
   void close_listeners() noexcept {
     for (auto& l : listeners_) {
@@ -248,15 +251,52 @@ Task<void> ServerState::wait_closed() {
   while (!closed_ || active_ > 0) co_await closed_waiters_.wait();
 }
 
+// The connection failed while flushing: it is closed either way.
+static Task<void> wait_closed_quietly(StreamWriter& writer) {
+  try {
+    co_await writer.wait_closed();
+  } catch (const std::exception&) {
+  }
+}
+
+// The server side of the TLS handshake; false when it failed (the connection is aborted). Like
+// asyncio, a failed handshake is no error of the server: it is reported in debug mode only.
+Task<bool> ServerState::tls_handshake(ServerState& s, StreamWriter& writer) {
+  SSLContext context = *s.options_.ssl;
+  std::string no_hostname;
+  std::exception_ptr failure;
+  try {
+    co_await writer.start_tls(std::move(context), std::move(no_hostname), s.options_.ssl_handshake_timeout,
+                              s.options_.ssl_shutdown_timeout);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (!failure) co_return true;
+  if (is_cancelled_error(failure)) std::rethrow_exception(failure);
+  if (s.loop_->debug()) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      s.loop_->call_exception_handler("TLS handshake with " + writer.peername().to_string() + " failed: " + e.what());
+    }
+  }
+  co_return false;
+}
+
 Task<void> ServerState::run_connection(std::shared_ptr<ServerState> s, int fd) {
   StreamPair pair;
   try {
-    pair = make_stream(fd, StreamOptions{s->options_.limit, s->options_.write_high_water, s->options_.write_low_water});
+    StreamOptions options;
+    options.limit = s->options_.limit;
+    options.write_high_water = s->options_.write_high_water;
+    options.write_low_water = s->options_.write_low_water;
+    pair = make_stream(fd, options);
   } catch (const std::exception& e) {
     s->loop_->call_exception_handler(std::string("could not register an accepted connection: ") + e.what());
     co_return;
   }
   Attached attached(s.get(), pair.writer.transport());
+  if (s->options_.ssl && !co_await tls_handshake(*s, pair.writer)) co_return;
   std::exception_ptr failure;
   try {
     co_await s->handler_(pair.reader, pair.writer);
@@ -276,15 +316,18 @@ Task<void> ServerState::run_connection(std::shared_ptr<ServerState> s, int fd) {
                                      pair.writer.peername().to_string() + "): " + what);
   }
   if (cancelled) {
+    pair.writer.abort();  // no close_notify: the peer must not take a cut-off reply for a whole one
+  } else if (s->options_.ssl) {
+    // Flushing and close_notify run shielded from the server's own shutdown, but never longer
+    // than ssl_shutdown_timeout; then the connection is aborted.
+    pair.writer.close();
+    co_await async_with(CancelScope::shielded(s->options_.ssl_shutdown_timeout),
+                        [&](CancelScope&) -> Task<void> { co_await wait_closed_quietly(pair.writer); });
     pair.writer.abort();
   } else {
     pair.writer.close();
     CleanupScope cleanup;
-    try {
-      co_await pair.writer.wait_closed();
-    } catch (const std::exception&) {
-      // The connection failed while flushing; it is closed either way.
-    }
+    co_await wait_closed_quietly(pair.writer);
   }
   if (cancelled) std::rethrow_exception(failure);
 }
@@ -346,7 +389,8 @@ int make_listener(const BindAddress& a, const ServerOptions& options) {
   return fd;
 }
 
-Task<Server> serve_on(ConnectionHandler handler, std::vector<BindAddress> addrs, ServerOptions options,
+// Options by reference: the callers await it at once.
+Task<Server> serve_on(ConnectionHandler handler, std::vector<BindAddress> addrs, const ServerOptions& options,
                       std::string unix_path) {
   auto state = std::make_shared<detail::ServerState>(std::move(handler), options);
   for (const auto& a : addrs) state->add_listener(make_listener(a, options));

@@ -16,6 +16,8 @@
 
 #include "awith/io_wait.hpp"
 #include "awith/thread.hpp"
+#include "awith/timeout.hpp"
+#include "tls_session.hpp"
 
 namespace awith {
 
@@ -110,6 +112,8 @@ std::string SocketAddress::to_string() const {
 // std::string of a throw expression inside a coroutine twice.
 namespace {
 [[noreturn]] void raise_connection_lost() { throw ConnectionResetError("Connection lost"); }
+[[noreturn]] void raise_handshake_lost() { throw ConnectionResetError("Connection lost during the TLS handshake"); }
+[[noreturn]] void raise_runtime(const char* what) { throw RuntimeError(what); }
 [[noreturn]] void raise_limit_overrun(bool found, std::size_t consumed) {
   if (found) throw LimitOverrunError("Separator is found, but chunk is longer than limit", consumed);
   throw LimitOverrunError("Separator is not found, and chunk exceed the limit", consumed);
@@ -221,6 +225,7 @@ StreamTransport::StreamTransport(int fd, const StreamOptions& options)
 }
 
 StreamTransport::~StreamTransport() {
+  close_timer_.cancel();
   if (fd_ >= 0) {
     loop_->remove_watch(&watch_);
     ::close(fd_);
@@ -238,6 +243,7 @@ StreamTransport::Recv StreamTransport::recv_some(std::span<char> into, std::size
   got = 0;
   if (error_) std::rethrow_exception(error_);
   if (read_eof()) return Recv::eof;
+  if (tls_) return recv_tls(into, got);
   if (!watch_.readable) return Recv::again;
   for (;;) {
     std::span<char> dest = into.empty() ? rbuf_.prepare(16 * 1024) : into;
@@ -264,6 +270,123 @@ StreamTransport::Recv StreamTransport::recv_some(std::span<char> into, std::size
 
 IoListWait StreamTransport::wait_readable() noexcept { return readers_.wait(); }
 
+// --- TLS -----------------------------------------------------------------------------------------
+
+StreamTransport::Recv StreamTransport::recv_tls(std::span<char> into, std::size_t& got) {
+  for (;;) {
+    std::span<char> dest = into.empty() ? rbuf_.prepare(16 * 1024) : into;
+    TlsSession::Status status;
+    try {
+      status = tls_->read(dest.data(), dest.size(), got);
+    } catch (...) {
+      auto error = std::current_exception();
+      send_tls_output();  // the alert that tells the peer why
+      fail_with(error);
+      throw;
+    }
+    send_tls_output();  // reading may answer the peer (key updates)
+    if (status == TlsSession::Status::ok) {
+      if (into.empty()) rbuf_.commit(got);
+      return Recv::data;
+    }
+    if (status == TlsSession::Status::closed) {
+      read_eof_ = true;
+      return Recv::eof;
+    }
+    Recv r = receive_ciphertext();
+    if (r != Recv::data) return r;
+  }
+}
+
+// One recv() of ciphertext into the session. A peer that closes without close_notify ends the
+// stream as EOF, as asyncio does (peer_sent_close_notify() tells the two apart).
+StreamTransport::Recv StreamTransport::receive_ciphertext() {
+  if (!watch_.readable) return Recv::again;
+  char buf[16 * 1024];
+  for (;;) {
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n > 0) {
+      tls_->feed(buf, static_cast<std::size_t>(n));
+      return Recv::data;
+    }
+    if (n == 0) {
+      read_eof_ = true;
+      return Recv::eof;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      watch_.readable = false;
+      return Recv::again;
+    }
+    int err = errno;
+    fail(err, "recv");
+    std::rethrow_exception(error_);
+  }
+}
+
+// Moves the session's ciphertext to the socket: sent at once when nothing is queued, the rest
+// buffered and flushed by the loop like plain data.
+void StreamTransport::send_tls_output() {
+  std::string_view out = tls_->output();
+  if (out.empty()) return;
+  if (fd_ < 0) {
+    tls_->clear_output();
+    return;
+  }
+  const char* p = out.data();
+  std::size_t n = out.size();
+  if (!wbuf_.empty() || try_send(p, n)) wbuf_.append(p, n);
+  tls_->clear_output();
+  if (wbuf_.size() > options_.write_high_water) write_paused_ = true;
+}
+
+bool StreamTransport::tls_handshake_step() {
+  for (;;) {
+    if (error_) std::rethrow_exception(error_);
+    if (fd_ < 0) raise_handshake_lost();
+    TlsSession::Status status;
+    try {
+      status = tls_->handshake();
+    } catch (...) {
+      send_tls_output();  // the alert (unknown CA, bad certificate...) reaches the peer
+      throw;
+    }
+    send_tls_output();
+    if (status == TlsSession::Status::ok) return true;
+    Recv r = receive_ciphertext();
+    if (r == Recv::eof) raise_handshake_lost();
+    if (r == Recv::again) return false;
+  }
+}
+
+Task<void> StreamTransport::tls_handshake() {
+  while (!tls_handshake_step()) co_await readers_.wait();
+}
+
+Task<void> StreamTransport::start_tls(SSLContext context, std::string server_hostname, Duration handshake_timeout,
+                                      Duration shutdown_timeout) {
+  auto self = shared_from_this();
+  if (tls_) raise_runtime("start_tls(): the connection already uses TLS");
+  for (;;) {
+    if (error_) std::rethrow_exception(error_);
+    if (fd_ < 0 || closing_) raise_connection_lost();
+    if (wbuf_.empty()) break;
+    co_await flushed_.wait();
+  }
+  tls_ = std::make_shared<TlsSession>(context, server_hostname);
+  tls_shutdown_timeout_ = shutdown_timeout;
+  std::exception_ptr failure;
+  try {
+    co_await async_with(timeout(handshake_timeout), [this]() -> Task<void> { co_await tls_handshake(); });
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    abort();
+    std::rethrow_exception(failure);
+  }
+}
+
 bool StreamTransport::try_send(const char*& p, std::size_t& n) noexcept {
   while (n > 0) {
     ssize_t sent = ::send(fd_, p, n, MSG_NOSIGNAL);
@@ -288,14 +411,33 @@ bool StreamTransport::try_send(const char*& p, std::size_t& n) noexcept {
 void StreamTransport::write(const char* p, std::size_t n) {
   if (is_closing() || n == 0) return;
   if (eof_pending_ || eof_written_) throw RuntimeError("write() after write_eof()");
+  if (tls_) {
+    write_tls(p, n);
+    return;
+  }
   if (wbuf_.empty() && !try_send(p, n)) return;
   wbuf_.append(p, n);
   if (wbuf_.size() > options_.write_high_water) write_paused_ = true;
 }
 
+void StreamTransport::write_tls(const char* p, std::size_t n) {
+  if (!tls_->handshake_done()) throw RuntimeError("write() during the TLS handshake");
+  try {
+    tls_->write(p, n);
+  } catch (const SSLError&) {
+    fail_with(std::current_exception());
+    return;
+  }
+  send_tls_output();
+}
+
 void StreamTransport::writev(const std::string_view* parts, std::size_t count) {
   if (is_closing()) return;
   if (eof_pending_ || eof_written_) throw RuntimeError("writelines() after write_eof()");
+  if (tls_) {
+    for (std::size_t i = 0; i < count && !is_closing(); ++i) write_tls(parts[i].data(), parts[i].size());
+    return;
+  }
   std::size_t i = 0;
   if (wbuf_.empty()) {
     constexpr std::size_t kBatch = 64;
@@ -351,6 +493,7 @@ void StreamTransport::flush() noexcept {
     drainers_.wake_all();
   }
   if (!wbuf_.empty()) return;
+  flushed_.wake_all();
   if (eof_pending_) {
     eof_pending_ = false;
     eof_written_ = true;
@@ -370,6 +513,7 @@ Task<void> StreamTransport::drain() {
 }
 
 void StreamTransport::write_eof() {
+  if (tls_) throw RuntimeError("write_eof(): TLS connections cannot half-close");
   if (is_closing() || eof_pending_ || eof_written_) return;
   if (!wbuf_.empty()) {
     eof_pending_ = true;
@@ -382,10 +526,28 @@ void StreamTransport::write_eof() {
 void StreamTransport::close() noexcept {
   if (is_closing()) return;
   closing_ = true;
+  if (tls_) {
+    tls_->shutdown();  // close_notify goes out after the data written before
+    try {
+      send_tls_output();
+    } catch (const std::exception&) {
+      abort();  // no memory to queue close_notify: close without it
+      return;
+    }
+    if (fd_ < 0) return;
+  }
   if (wbuf_.empty()) {
     finish_close(nullptr);
-  } else {
-    keep_alive_ = shared_from_this();  // flushing goes on even if every handle is dropped
+    return;
+  }
+  keep_alive_ = shared_from_this();  // flushing goes on even if every handle is dropped
+  if (tls_) {
+    // asyncio's ssl_shutdown_timeout: a peer that stops reading cannot keep the connection open.
+    try {
+      close_timer_ = loop_->call_later(tls_shutdown_timeout_, [this] { abort(); });
+    } catch (const std::exception&) {
+      abort();
+    }
   }
 }
 
@@ -396,11 +558,17 @@ void StreamTransport::abort() noexcept {
 }
 
 void StreamTransport::fail(int err, const char* what) noexcept {
+  std::exception_ptr error;
   try {
-    error_ = make_os_error(err, what);
+    error = make_os_error(err, what);
   } catch (...) {
-    error_ = std::current_exception();
+    error = std::current_exception();
   }
+  fail_with(error);
+}
+
+void StreamTransport::fail_with(std::exception_ptr error) noexcept {
+  if (!error_) error_ = std::move(error);
   closing_ = true;
   wbuf_.clear();
   finish_close(error_);
@@ -410,6 +578,7 @@ void StreamTransport::finish_close(std::exception_ptr err) noexcept {
   auto self = std::move(keep_alive_);  // released when this function returns
   if (fd_ < 0) return;
   if (err && !error_) error_ = err;
+  close_timer_.cancel();
   loop_->remove_watch(&watch_);
   ::close(fd_);
   fd_ = -1;
@@ -530,6 +699,7 @@ std::any StreamWriter::get_extra_info(std::string_view name) const {
   if (name == "peername") return t_->peername();
   if (name == "sockname") return t_->sockname();
   if (name == "socket") return t_->fd();
+  if (name == "ssl_object") return t_->tls() ? std::any(SSLObject(t_->tls())) : std::any();
   return {};
 }
 
@@ -575,7 +745,8 @@ Task<int> connect_one(const AddrInfo& addr) {
   co_return sock.release();
 }
 
-Task<StreamPair> connect_any(std::vector<AddrInfo> addrs, StreamOptions options) {
+// Tries each address in turn; the first that accepts wins.
+Task<int> connect_first(const std::vector<AddrInfo>& addrs) {
   std::vector<std::exception_ptr> errors;
   std::string messages;
   for (const auto& a : addrs) {
@@ -585,7 +756,7 @@ Task<StreamPair> connect_any(std::vector<AddrInfo> addrs, StreamOptions options)
         int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       }
-      co_return make_stream(fd, options);
+      co_return fd;
     } catch (const std::exception& e) {
       errors.push_back(std::current_exception());
       messages += (messages.empty() ? "" : ", ") + std::string(e.what());
@@ -608,6 +779,27 @@ Task<StreamPair> connect_any(std::vector<AddrInfo> addrs, StreamOptions options)
   if (same) std::rethrow_exception(errors.front());
   messages.insert(0, "Multiple exceptions: ");
   std::rethrow_exception(std::make_exception_ptr(OSError(0, messages)));
+}
+
+// Connects within options.connect_timeout, then makes the stream and, with options.ssl, runs the
+// TLS handshake (checking server_hostname). Arguments by reference: the caller awaits it at once.
+Task<StreamPair> connect_any(const std::vector<AddrInfo>& addrs, const StreamOptions& options,
+                             std::string server_hostname) {
+  int fd = -1;
+  if (options.connect_timeout) {
+    co_await async_with(timeout(*options.connect_timeout),
+                        [&]() -> Task<void> { fd = co_await connect_first(addrs); });
+  } else {
+    fd = co_await connect_first(addrs);
+  }
+  StreamPair pair = make_stream(fd, options);
+  if (options.ssl) {
+    SSLContext context = *options.ssl;
+    std::string hostname = options.server_hostname.empty() ? std::move(server_hostname) : options.server_hostname;
+    co_await pair.writer.start_tls(std::move(context), std::move(hostname), options.ssl_handshake_timeout,
+                                   options.ssl_shutdown_timeout);
+  }
+  co_return pair;
 }
 
 }  // namespace
@@ -645,7 +837,7 @@ Task<StreamPair> open_connection(std::string host, std::uint16_t port, StreamOpt
     });
     addrs = co_await resolving;
   }
-  co_return co_await connect_any(std::move(addrs), options);
+  co_return co_await connect_any(addrs, options, std::move(host));
 }
 
 Task<StreamPair> open_unix_connection(std::string path, StreamOptions options) {
@@ -655,7 +847,7 @@ Task<StreamPair> open_unix_connection(std::string path, StreamOptions options) {
   std::memcpy(un.sun_path, path.data(), path.size());
   auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
   std::vector<AddrInfo> addrs{{AF_UNIX, SOCK_STREAM, 0, SocketAddress(reinterpret_cast<sockaddr*>(&un), len)}};
-  co_return co_await connect_any(std::move(addrs), options);
+  co_return co_await connect_any(addrs, options, std::string());
 }
 
 }  // namespace awith

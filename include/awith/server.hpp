@@ -27,18 +27,23 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "awith/socket_address.hpp"
 #include "awith/stream.hpp"
 #include "awith/task.hpp"
+#include "awith/tls.hpp"
 
 namespace awith {
 
 using ConnectionHandler = std::function<Task<void>(StreamReader, StreamWriter)>;
 
+// Set the fields by name; the constructor prevents g++ 12's double destruction of an aggregate
+// temporary in a co_await expression (see StreamOptions).
 struct ServerOptions {
+  ServerOptions() = default;
   int backlog = 100;
   bool reuse_address = true;  // SO_REUSEADDR (asyncio's default on Unix)
   bool reuse_port = false;    // SO_REUSEPORT: several servers share the port
@@ -48,6 +53,12 @@ struct ServerOptions {
   std::size_t write_low_water = 16 * 1024;
   // How long accepting pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM (asyncio: 1 s).
   Duration accept_retry_delay = std::chrono::seconds(1);
+  // A server context makes every connection TLS: the handler starts once the handshake is done
+  // (a failed or slower handshake just drops that connection), and when it returns the writer's
+  // close sends close_notify, within ssl_shutdown_timeout (then the connection is aborted).
+  std::optional<SSLContext> ssl;
+  Duration ssl_handshake_timeout = std::chrono::seconds(60);
+  Duration ssl_shutdown_timeout = std::chrono::seconds(30);
 };
 
 // One listening socket (asyncio's Server.sockets entries).

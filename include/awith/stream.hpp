@@ -38,6 +38,7 @@
 #include "awith/runtime.hpp"
 #include "awith/socket_address.hpp"
 #include "awith/task.hpp"
+#include "awith/tls.hpp"
 
 namespace awith {
 
@@ -69,12 +70,28 @@ class LimitOverrunError : public std::runtime_error {
   std::size_t consumed_;
 };
 
+// Set the fields by name (StreamOptions o; o.ssl = ctx;). It has a constructor, so no aggregate
+// initialisation: g++ 12 destroys an aggregate temporary of a co_await expression twice when the
+// await throws, and `co_await open_connection(host, port)` makes one from the default argument.
 struct StreamOptions {
+  StreamOptions() = default;
   std::size_t limit = kDefaultStreamLimit;  // readline/readuntil buffer limit
   // drain() waits while more than write_high_water bytes are buffered, until at most
   // write_low_water remain (asyncio's transport defaults: 64 KiB and 16 KiB).
   std::size_t write_high_water = 64 * 1024;
   std::size_t write_low_water = 16 * 1024;
+  // open_connection / open_unix_connection only (make_stream ignores the rest; see start_tls):
+  // a client context makes the connection TLS; the handshake must finish within
+  // ssl_handshake_timeout (TimeoutError), and a closing TLS connection that has not flushed its
+  // data and close_notify within ssl_shutdown_timeout is aborted (asyncio's defaults: 60 s, 30 s).
+  std::optional<SSLContext> ssl;
+  // The name sent as SNI and checked against the server's certificate; "" = the host connected to.
+  std::string server_hostname;
+  Duration ssl_handshake_timeout = std::chrono::seconds(60);
+  Duration ssl_shutdown_timeout = std::chrono::seconds(30);
+  // Bound on connecting, every resolved address tried in turn within it (TimeoutError); name
+  // resolution and the TLS handshake are not included. nullopt: no bound but the kernel's.
+  std::optional<Duration> connect_timeout;
 };
 
 namespace detail {
@@ -164,7 +181,7 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   void writev(const std::string_view* parts, std::size_t count);
   Task<void> drain();
   void write_eof();
-  bool can_write_eof() const noexcept { return true; }
+  bool can_write_eof() const noexcept { return !tls_; }
   void close() noexcept;
   void abort() noexcept;
   bool is_closing() const noexcept { return closing_ || fd_ < 0; }
@@ -179,6 +196,13 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   const SocketAddress& peername() const noexcept { return peer_; }
   const SocketAddress& sockname() const noexcept { return local_; }
 
+  // Upgrades the connection to TLS (the context's side decides client or server) once everything
+  // written so far is flushed; raises SSLError / SSLCertVerificationError, TimeoutError after
+  // handshake_timeout, ConnectionResetError when the peer leaves, and aborts the connection then.
+  Task<void> start_tls(SSLContext context, std::string server_hostname, Duration handshake_timeout,
+                       Duration shutdown_timeout);
+  const std::shared_ptr<TlsSession>& tls() const noexcept { return tls_; }
+
  private:
   struct Watch : IoWatch {
     StreamTransport* owner = nullptr;
@@ -188,6 +212,14 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   void fail(int err, const char* what) noexcept;
   void finish_close(std::exception_ptr err) noexcept;
   bool try_send(const char*& p, std::size_t& n) noexcept;
+  void fail_with(std::exception_ptr error) noexcept;
+  // TLS: plaintext in and out of the session, ciphertext through the socket.
+  Recv recv_tls(std::span<char> into, std::size_t& got);
+  Recv receive_ciphertext();
+  void send_tls_output();
+  bool tls_handshake_step();
+  Task<void> tls_handshake();
+  void write_tls(const char* p, std::size_t n);
 
   Watch watch_;
   EventLoop* loop_;
@@ -202,6 +234,10 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   SocketAddress peer_;
   SocketAddress local_;
   std::shared_ptr<StreamTransport> keep_alive_;  // set while a close() still flushes
+  std::shared_ptr<TlsSession> tls_;
+  IoWaitList flushed_;  // start_tls waits for an empty write buffer
+  Handle close_timer_;  // bounds a TLS close (ssl_shutdown_timeout)
+  Duration tls_shutdown_timeout_{};
   bool read_eof_ = false;
   bool write_paused_ = false;
   bool closing_ = false;
@@ -259,6 +295,7 @@ class StreamWriter {
   Task<void> drain() { return t_->drain(); }
   // Half-close: shuts down the sending side once the buffer is flushed; reading goes on.
   void write_eof() { t_->write_eof(); }
+  // false on TLS connections (TLS has no half-close; write_eof raises RuntimeError there).
   bool can_write_eof() const noexcept { return t_->can_write_eof(); }
   // Starts closing: flushes what was written, then closes the socket. is_closing() is true at once.
   void close() noexcept { t_->close(); }
@@ -267,8 +304,17 @@ class StreamWriter {
   bool is_closing() const noexcept { return t_->is_closing(); }
   // Waits until the socket is closed; raises the error that ended the connection, if one did.
   Task<void> wait_closed() { return t_->wait_closed(); }
-  // "peername" / "sockname" -> SocketAddress, "socket" -> int (the fd, -1 once closed);
-  // an empty std::any for other names (TLS adds "ssl_object").
+  // asyncio 3.11's StreamWriter.start_tls: upgrades this connection to TLS in place (STARTTLS).
+  // Data written before is flushed first; data already buffered by the reader stays plaintext.
+  // A client context checks server_hostname (required unless verification is off); a server
+  // context makes this side the TLS server. The reader and writer handles go on working.
+  Task<void> start_tls(SSLContext context, std::string server_hostname = {},
+                       Duration handshake_timeout = std::chrono::seconds(60),
+                       Duration shutdown_timeout = std::chrono::seconds(30)) {
+    return t_->start_tls(std::move(context), std::move(server_hostname), handshake_timeout, shutdown_timeout);
+  }
+  // "peername" / "sockname" -> SocketAddress, "socket" -> int (the fd, -1 once closed),
+  // "ssl_object" -> SSLObject on a TLS connection; an empty std::any for other names.
   std::any get_extra_info(std::string_view name) const;
   const SocketAddress& peername() const noexcept { return t_->peername(); }
   const SocketAddress& sockname() const noexcept { return t_->sockname(); }
