@@ -70,6 +70,11 @@ template <class T>
 struct task_value<Task<T>> {
   using type = T;
 };
+// What aenter binds, as an lvalue the body can take: the bound object itself, or std::monostate
+// when aenter yields nothing.
+template <class M>
+using bound_t = std::conditional_t<std::is_void_v<enter_result_t<M>>, std::monostate,
+                                   std::remove_reference_t<enter_result_t<M>>>;
 
 // The body is called with the bound value when there is one and it accepts it.
 template <class B, class V>
@@ -80,33 +85,22 @@ decltype(auto) call_body(B& body, V& bound) {
     return body();
   }
 }
-template <class B, class E, bool = std::is_void_v<E>>
-struct body_task {
-  using type = std::invoke_result_t<B&>;
+// A body returns a Task (awaited) or, for a body that never waits, a plain value.
+template <class X>
+struct body_result {
+  using type = X;
 };
-template <class B, class E>
-struct body_task<B, E, false> {
-  using type = decltype(call_body(std::declval<B&>(), std::declval<std::remove_reference_t<E>&>()));
+template <class T>
+struct body_result<Task<T>> {
+  using type = T;
 };
 template <class B, class M>
-using body_task_t = typename body_task<B, enter_result_t<M>>::type;
+using body_call_t = decltype(call_body(std::declval<B&>(), std::declval<bound_t<M>&>()));
 template <class B, class M>
-using body_value_t = typename task_value<body_task_t<B, M>>::type;
+using body_value_t = typename body_result<body_call_t<B, M>>::type;
 
 template <class R, bool Suppressible>
 using with_result_t = std::conditional_t<Suppressible && !std::is_void_v<R>, std::optional<R>, R>;
-
-// Runs aexit inside a cleanup scope; returns whether it suppressed `error`.
-template <class M>
-Task<bool> run_exit(M& m, std::exception_ptr error) {
-  CleanupScope cleanup;
-  if constexpr (can_suppress_v<M>) {
-    co_return static_cast<bool>(co_await m.aexit(error));
-  } else {
-    co_await m.aexit(error);
-    co_return false;
-  }
-}
 
 // Reports (debug mode) a frame destroyed between a successful aenter and its aexit: the block was
 // abandoned mid-body (its task destroyed at loop shutdown), so the manager never cleaned up.
@@ -119,40 +113,52 @@ struct EnteredGuard {
   }
 };
 
+// One coroutine frame per block: aenter, the body, and aexit inside a cleanup scope all run here.
 template <class S, class B, class M = unwrapped_t<S>, class R = body_value_t<B, M>>
 Task<with_result_t<R, can_suppress_v<M>>> with_single(S stored, B body) {
+  using E = enter_result_t<M>;
+  using V = bound_t<M>;
   M& m = unwrap(stored);
   EnteredGuard guard;
+  std::optional<V> owned;  // the bound value when aenter yields a value (or nothing)
+  V* bound;
+  if constexpr (std::is_void_v<E>) {
+    co_await m.aenter();
+    bound = &owned.emplace();
+  } else if constexpr (std::is_reference_v<E>) {
+    bound = &(co_await m.aenter());
+  } else {
+    bound = &owned.emplace(co_await m.aenter());
+  }
+  guard.manager = typeid(M).name();
   std::exception_ptr error;
   std::optional<std::conditional_t<std::is_void_v<R>, char, R>> result;
-  if constexpr (std::is_void_v<enter_result_t<M>>) {
-    co_await m.aenter();
-    guard.manager = typeid(M).name();
-    try {
+  try {
+    if constexpr (!is_task_v<body_call_t<B, M>>) {
       if constexpr (std::is_void_v<R>) {
-        co_await body();
+        call_body(body, *bound);
       } else {
-        result.emplace(co_await body());
+        result.emplace(call_body(body, *bound));
       }
-    } catch (...) {
-      error = std::current_exception();
+    } else if constexpr (std::is_void_v<R>) {
+      co_await call_body(body, *bound);
+    } else {
+      result.emplace(co_await call_body(body, *bound));
     }
-  } else {
-    decltype(auto) bound = co_await m.aenter();
-    guard.manager = typeid(M).name();
-    try {
-      if constexpr (std::is_void_v<R>) {
-        co_await call_body(body, bound);
-      } else {
-        result.emplace(co_await call_body(body, bound));
-      }
-    } catch (...) {
-      error = std::current_exception();
-    }
+  } catch (...) {
+    error = std::current_exception();
   }
   // The exit's own exception replaces the body's (use awith::raise_from to keep it as the cause).
   guard.exiting = true;
-  bool suppressed = co_await run_exit(m, error);
+  bool suppressed = false;
+  {
+    CleanupScope cleanup;
+    if constexpr (can_suppress_v<M>) {
+      suppressed = static_cast<bool>(co_await m.aexit(error));
+    } else {
+      co_await m.aexit(error);
+    }
+  }
   if (error && !suppressed) std::rethrow_exception(error);
   if constexpr (std::is_void_v<R>) {
     co_return;
@@ -169,11 +175,18 @@ Task<void> with_nested(Slot& slot, Body& body, Prev prev, S stored, Rest... rest
   auto inner = [&slot, &body, prev, &rest...](auto&... bound) -> Task<void> {
     auto args = std::tuple_cat(prev, std::tuple<decltype(bound)&...>(bound...));
     if constexpr (sizeof...(Rest) == 0) {
+      using X = decltype(std::apply(body, args));
       if constexpr (std::is_void_v<typename Slot::value_type>) {
-        co_await std::apply(body, args);
+        if constexpr (is_task_v<X>) {
+          co_await std::apply(body, args);
+        } else {
+          std::apply(body, args);
+        }
         slot.done = true;
-      } else {
+      } else if constexpr (is_task_v<X>) {
         slot.value.emplace(co_await std::apply(body, args));
+      } else {
+        slot.value.emplace(std::apply(body, args));
       }
     } else {
       co_await with_nested(slot, body, args, std::move(rest)...);
@@ -216,7 +229,7 @@ struct nested_body_value<Body, std::tuple<Ms...>> {
   struct apply_result;
   template <class... A>
   struct apply_result<std::tuple<A...>> {
-    using type = typename task_value<std::invoke_result_t<Body&, A...>>::type;
+    using type = typename body_result<std::invoke_result_t<Body&, A...>>::type;
   };
   using type = typename apply_result<args>::type;
 };

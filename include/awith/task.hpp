@@ -141,6 +141,11 @@ class [[nodiscard]] Task {
 };
 
 namespace detail {
+template <class T>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<Task<T>> = true;
+
 // Reports a Task destroyed without ever having run (debug mode; defined in src/debug.cpp).
 void report_never_awaited(std::coroutine_handle<> frame) noexcept;
 extern bool g_debug_enabled;

@@ -240,10 +240,6 @@ TaskHandle<T> create_task(Task<T> task, SourceLocation where = SourceLocation::c
 }
 
 namespace detail {
-template <class T>
-inline constexpr bool is_task_v = false;
-template <class T>
-inline constexpr bool is_task_v<Task<T>> = true;
 // A callable returning a Task (typically a lambda with captures).
 template <class F>
 concept TaskFactory = requires(F& f) { requires is_task_v<decltype(f())>; };

@@ -425,3 +425,16 @@ TEST(AsyncWith, DebugReportsAManagerEnteredAndNeverExited) {
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_NE(reports[0].find("Swallow was entered and destroyed without its aexit"), std::string::npos) << reports[0];
 }
+
+// A body that never waits may return a plain value: no coroutine frame for it.
+TEST(AsyncWith, SynchronousBody) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    int v = co_await async_with(nullcontext(20), [](int& x) { return x + 1; });
+    EXPECT_EQ(v, 21);
+    co_await async_with(Cm07{trace}, [&] { trace("sync body"); });
+    auto three = co_await async_with(nullcontext(1), nullcontext(2), [](int& a, int& b) { return a + b; });
+    EXPECT_EQ(three, 3);
+  }());
+  EXPECT_EQ(trace.str(), "enter\nsync body\nexit exc=None args=('',)\n");
+}
