@@ -159,6 +159,8 @@ struct Reservation {
 
 Task<ConnectionPtr> Pool::acquire(const URL& url, Deadline connect, std::optional<Duration> sock_connect, bool fresh) {
   std::string key = url.origin();
+  // Never plaintext to an https:// URL: this build has no TLS client yet.
+  if (url.is_https()) throw ClientSSLError("https:// is not supported by this build (no TLS layer)", url.str());
   for (;;) {
     if (closed_) throw ClientConnectionError("the session is closed", url.str());
     if (!fresh) {

@@ -190,6 +190,14 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
   }
 }
 
+ResponseManager ClientSession::request(std::string method, std::string url, RequestOptions options) {
+  return ResponseManager(*this, std::move(method), std::move(url), std::move(options));
+}
+
+ResponseManager ClientSession::request(std::string method, std::string url) {
+  return ResponseManager(*this, std::move(method), std::move(url), RequestOptions());
+}
+
 Task<ClientResponse&> ResponseManager::aenter() {
   response_.emplace(co_await session_->send(std::move(method_), std::move(url_), std::move(options_)));
   co_return *response_;

@@ -120,12 +120,41 @@ inline std::uint16_t aiohttp_port() {
   return server.port;
 }
 
-// The nginx peer: /data.json (static JSON, gzip'ed for clients that accept it), keep-alive.
+// The nginx peer: /data.json (static JSON, gzip'ed for clients that accept it), keep-alive; over
+// HTTP on `port` and over HTTPS on `tls_port` (certificate for localhost / 127.0.0.1) and on
+// `wrong_name_port` (certificate for wrong.example), both signed by a throwaway CA (`ca_file`).
 struct Nginx {
   std::filesystem::path dir;
   std::uint16_t port = 0;
+  std::uint16_t tls_port = 0;
+  std::uint16_t wrong_name_port = 0;
+  std::string ca_file;
   std::string json;
 };
+
+// A throwaway CA and two server certificates in `dir` (openssl, bounded in time).
+inline void make_test_certificates(const std::filesystem::path& dir) {
+  std::ofstream(dir / "make_certs.sh") << R"sh(set -e
+cd "$(dirname "$0")"
+o() { timeout 30 openssl "$@" 2>/dev/null; }
+key() { o genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1"; }
+key ca.key
+o req -x509 -new -key ca.key -sha256 -days 30 -subj "/O=awith http test/CN=awith http test CA" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.pem
+leaf() {  # NAME SAN
+  key "$1.key"
+  o req -new -key "$1.key" -subj "/O=awith http test/CN=$1" -out "$1.csr"
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$2" >"$1.ext"
+  o x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 30 -extfile "$1.ext" -out "$1.pem"
+}
+leaf localhost DNS:localhost,IP:127.0.0.1
+leaf wrong DNS:wrong.example
+chmod 644 ./*.pem ./*.key
+)sh";
+  std::string command = "bash " + (dir / "make_certs.sh").string();
+  if (std::system(command.c_str()) != 0) throw std::runtime_error("generating the test certificates failed");
+}
+
 inline const Nginx& nginx() {
   struct Server {
     Nginx info;
@@ -144,10 +173,18 @@ inline const Nginx& nginx() {
       std::ofstream(info.dir / "www/data.json") << info.json;
       std::filesystem::permissions(info.dir / "www", std::filesystem::perms(0755));
       std::filesystem::permissions(info.dir / "www/data.json", std::filesystem::perms(0644));
+      make_test_certificates(info.dir);
+      info.ca_file = (info.dir / "ca.pem").string();
       std::string nginx_bin = std::filesystem::exists("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
       for (int attempt = 0; attempt < 5 && !child; ++attempt) {
         info.port = free_port();
+        info.tls_port = free_port();
+        info.wrong_name_port = free_port();
         std::string d = info.dir.string();
+        auto tls_server = [&](std::uint16_t port, const std::string& name) {
+          return "  server { listen 127.0.0.1:" + std::to_string(port) + " ssl; root " + d + "/www; ssl_certificate " + d +
+                 "/" + name + ".pem; ssl_certificate_key " + d + "/" + name + ".key; }\n";
+        };
         std::ofstream(info.dir / "nginx.conf")
             << "worker_processes 1;\npid " << d << "/nginx.pid;\nerror_log " << d << "/error.log;\n"
             << "events { worker_connections 256; }\nhttp {\n  access_log off;\n"
@@ -156,12 +193,13 @@ inline const Nginx& nginx() {
             << "/tmp;\n  types { application/json json; }\n  default_type application/json;\n"
             << "  keepalive_timeout 65s; keepalive_requests 100000;\n"
             << "  gzip on; gzip_min_length 0; gzip_types application/json;\n"
-            << "  server { listen 127.0.0.1:" << info.port << "; root " << d << "/www; }\n}\n";
+            << "  server { listen 127.0.0.1:" << info.port << "; root " << d << "/www; }\n"
+            << tls_server(info.tls_port, "localhost") << tls_server(info.wrong_name_port, "wrong") << "}\n";
         auto c = std::make_unique<ChildProcess>(
             std::vector<std::string>{"timeout", "600", nginx_bin, "-p", d, "-c", d + "/nginx.conf", "-g", "daemon off;"},
             false);
         for (int i = 0; i < 100; ++i) {
-          if (port_accepts(info.port)) {
+          if (port_accepts(info.port) && port_accepts(info.tls_port) && port_accepts(info.wrong_name_port)) {
             child = std::move(c);
             break;
           }

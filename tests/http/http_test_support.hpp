@@ -36,8 +36,8 @@ inline std::string what_of(std::exception_ptr e) {
 // An in-process "server" that answers every request on a connection with canned bytes: for
 // responses no real server would send. close_after: close the connection after each answer.
 inline Task<Server> raw_server(std::string response, bool close_after = true) {
-  co_return co_await start_server(
-      [response, close_after](StreamReader r, StreamWriter w) -> Task<void> {
+  // Built before the co_await (g++ 12 double-destroys a capturing lambda inside one).
+  ConnectionHandler handler = [response, close_after](StreamReader r, StreamWriter w) -> Task<void> {
         for (;;) {
           std::string head;
           try {
@@ -54,8 +54,8 @@ inline Task<Server> raw_server(std::string response, bool close_after = true) {
           if (close_after) break;
         }
         w.close();
-      },
-      "127.0.0.1", 0);
+      };
+  co_return co_await start_server(std::move(handler), "127.0.0.1", 0);
 }
 inline std::string url_of(const Server& s, const std::string& path = "/") {
   return "http://127.0.0.1:" + std::to_string(s.sockets().at(0).sockname.port()) + path;

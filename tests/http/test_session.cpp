@@ -26,9 +26,12 @@ using http::ClientSession;
 namespace {
 std::string base() { return "http://127.0.0.1:" + std::to_string(awith::test::aiohttp_port()); }
 
-Task<nlohmann::json> get_json(ClientSession& session, std::string url, http::RequestOptions options = {}) {
+Task<nlohmann::json> get_json(ClientSession& session, std::string url, http::RequestOptions options) {
   co_return co_await async_with(session.request("GET", std::move(url), std::move(options)),
                                 [](ClientResponse& r) -> Task<nlohmann::json> { co_return co_await r.json(); });
+}
+Task<nlohmann::json> get_json(ClientSession& session, std::string url) {
+  return get_json(session, std::move(url), http::RequestOptions());
 }
 }  // namespace
 
@@ -72,7 +75,6 @@ TEST(HttpSession, KeepAliveReusesOneConnection) {
     EXPECT_EQ(peer_ports.size(), 1u);
     co_await session.close();
     EXPECT_EQ(session.open_connections(), 0u);
-    http::RequestOptions none;
     bool refused = false;
     try {
       co_await get_json(session, base() + "/echo");
@@ -113,7 +115,7 @@ TEST(HttpSession, MethodsAndBodies) {
     EXPECT_EQ(j["body"], std::string("raw\0bytes", 9));
     EXPECT_EQ(j["headers"]["Content-Length"], "9");
 
-    j = co_await echo("DELETE", {});
+    j = co_await echo("DELETE", http::RequestOptions());
     EXPECT_EQ(j["method"], "DELETE");
     EXPECT_EQ(j["body"], "");
 

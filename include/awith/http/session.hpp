@@ -124,15 +124,23 @@ class ClientSession {
   // A session that was never closed aborts its pooled connections (no graceful close possible here).
   ~ClientSession();
 
-  ResponseManager request(std::string method, std::string url, RequestOptions options = {}) {
-    return ResponseManager(*this, std::move(method), std::move(url), std::move(options));
-  }
-  ResponseManager get(std::string url, RequestOptions options = {}) { return request("GET", std::move(url), std::move(options)); }
-  ResponseManager post(std::string url, RequestOptions options = {}) { return request("POST", std::move(url), std::move(options)); }
-  ResponseManager put(std::string url, RequestOptions options = {}) { return request("PUT", std::move(url), std::move(options)); }
-  ResponseManager patch(std::string url, RequestOptions options = {}) { return request("PATCH", std::move(url), std::move(options)); }
-  ResponseManager delete_(std::string url, RequestOptions options = {}) { return request("DELETE", std::move(url), std::move(options)); }
-  ResponseManager head(std::string url, RequestOptions options = {}) { return request("HEAD", std::move(url), std::move(options)); }
+  // Each has an overload without options: a defaulted `RequestOptions options = {}` would be an
+  // aggregate built inside the caller's co_await expression, which g++ 12 destroys twice when the
+  // request throws (docs/design.md, toolchain notes).
+  ResponseManager request(std::string method, std::string url, RequestOptions options);
+  ResponseManager request(std::string method, std::string url);
+  ResponseManager get(std::string url) { return request("GET", std::move(url)); }
+  ResponseManager get(std::string url, RequestOptions options) { return request("GET", std::move(url), std::move(options)); }
+  ResponseManager post(std::string url) { return request("POST", std::move(url)); }
+  ResponseManager post(std::string url, RequestOptions options) { return request("POST", std::move(url), std::move(options)); }
+  ResponseManager put(std::string url) { return request("PUT", std::move(url)); }
+  ResponseManager put(std::string url, RequestOptions options) { return request("PUT", std::move(url), std::move(options)); }
+  ResponseManager patch(std::string url) { return request("PATCH", std::move(url)); }
+  ResponseManager patch(std::string url, RequestOptions options) { return request("PATCH", std::move(url), std::move(options)); }
+  ResponseManager delete_(std::string url) { return request("DELETE", std::move(url)); }
+  ResponseManager delete_(std::string url, RequestOptions options) { return request("DELETE", std::move(url), std::move(options)); }
+  ResponseManager head(std::string url) { return request("HEAD", std::move(url)); }
+  ResponseManager head(std::string url, RequestOptions options) { return request("HEAD", std::move(url), std::move(options)); }
 
   // Closes every pooled connection and waits until they are closed (bounded by close_timeout).
   // Later requests raise ClientConnectionError("Session is closed").
