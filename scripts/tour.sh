@@ -7,7 +7,6 @@
 # One line of TOUR per example: binary | heading | setup | arguments. setup is one of
 #   -      nothing
 #   echo   BUILD_DIR/examples/echo_server runs in the background on a free port ({port})
-#   http   a local nginx serves /hello.json on a free port ({url} = http://127.0.0.1:<port>/hello.json)
 #   httpbin  tests/support/httpbin.py answers like httpbin.org's /get ({url} = http://127.0.0.1:<port>/get)
 #   pg     a throwaway PostgreSQL cluster (scripts/pg_cluster.sh) ({dsn} = its libpq DSN)
 # An example whose binary is not built is skipped with a note; a failing example fails the tour
@@ -36,9 +35,9 @@ BUILD=$(cd "$1" && pwd) || { echo "tour: no build directory $1" >&2; exit 2; }
 EXAMPLES=$BUILD/examples
 EXAMPLE_TIMEOUT=${EXAMPLE_TIMEOUT:-60}
 WORK=$(mktemp -d /tmp/awith-tour.XXXXXX)
-chmod 755 "$WORK"  # nginx's workers may run as another user
+chmod 755 "$WORK"  # the postgres user runs the cluster under it
 
-ECHO_PID="" NGINX_PID="" PG_DIR="" HTTPBIN_PID=""
+ECHO_PID="" PG_DIR="" HTTPBIN_PID=""
 stop_pid() {
   local pid=$1 i
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
@@ -49,7 +48,6 @@ stop_pid() {
 }
 cleanup() {
   stop_pid "$ECHO_PID"
-  stop_pid "$NGINX_PID"
   stop_pid "$HTTPBIN_PID"
   [ -n "$PG_DIR" ] && "$ROOT/scripts/pg_cluster.sh" stop "$PG_DIR" >/dev/null 2>&1
   rm -rf "$WORK"
@@ -93,34 +91,6 @@ teardown_echo() {
     cat "$WORK/echo_server.log"
   fi
 }
-setup_http() {
-  local nginx
-  nginx=$(command -v nginx || echo /usr/sbin/nginx)
-  [ -x "$nginx" ] || { echo "nginx is not installed (scripts/setup.sh installs nginx-light)"; return 1; }
-  local port dir=$WORK/nginx
-  port=$(free_port 18300)
-  mkdir -p "$dir/www" "$dir/tmp"
-  chmod -R 755 "$dir"
-  printf '{"message": "hello from nginx", "server": "awith tour"}\n' >"$dir/www/hello.json"
-  cat >"$dir/nginx.conf" <<CONF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
-  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  default_type application/json;
-  server { listen 127.0.0.1:$port; root $dir/www; keepalive_requests 10000; }
-}
-CONF
-  timeout $((EXAMPLE_TIMEOUT * 2)) "$nginx" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/stdout.log" 2>&1 &
-  NGINX_PID=$!
-  wait_listening "$port" "$NGINX_PID" || { echo "nginx did not start"; cat "$dir/error.log" "$dir/stdout.log"; return 1; }
-  URL=http://127.0.0.1:$port/hello.json
-}
-teardown_http() { stop_pid "$NGINX_PID"; NGINX_PID=""; }
 setup_httpbin() {
   local port
   port=$(free_port 18400)
