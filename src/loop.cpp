@@ -148,8 +148,8 @@ void EventLoop::call_soon_threadsafe(std::function<void()> f) {
     std::lock_guard lock(threadsafe_mutex_);
     if (closed_) throw RuntimeError("call_soon_threadsafe() on a closed event loop");
     threadsafe_.push_back(std::move(f));
-    need_wake = !wake_pending_;
-    wake_pending_ = true;
+    need_wake = !wake_pending_.load(std::memory_order_relaxed);
+    wake_pending_.store(true, std::memory_order_release);
   }
   if (need_wake) {
     std::uint64_t one = 1;
@@ -163,7 +163,7 @@ void EventLoop::drain_threadsafe() {
     std::lock_guard lock(threadsafe_mutex_);
     if (threadsafe_.empty()) return;
     threadsafe_swap_.swap(threadsafe_);
-    wake_pending_ = false;
+    wake_pending_.store(false, std::memory_order_relaxed);
   }
   for (auto& f : threadsafe_swap_) call_soon(std::move(f));
   threadsafe_swap_.clear();
@@ -195,6 +195,7 @@ void EventLoop::poll_io(int timeout_ms) {
     if (e & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) w->readable = true;
     if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) w->writable = true;
     if (e & (EPOLLHUP | EPOLLERR)) w->hangup = true;
+    if (e & EPOLLRDHUP) w->peer_closed = true;
     w->on_event(w);
   }
   if (n > 0) drain_threadsafe();
@@ -269,9 +270,11 @@ void EventLoop::run_timers(TimePoint now) {
 }
 
 void EventLoop::run_once() {
-  // Poll I/O when idle, and every 64 iterations while busy so that ready tasks cannot starve I/O.
+  // Poll I/O when idle, and every 64 iterations while busy so that ready tasks cannot starve I/O
+  // or other threads' call_soon_threadsafe; a busy loop with neither skips the syscall.
   bool busy = !ready_.empty();
-  if (!busy || ++iterations_since_poll_ >= 64) {
+  bool outside_events = watches_ > 0 || wake_pending_.load(std::memory_order_acquire);
+  if (!busy || (outside_events && ++iterations_since_poll_ >= 64)) {
     iterations_since_poll_ = 0;
     int timeout_ms = 0;
     if (!busy && !stopping_) {

@@ -2,6 +2,7 @@
 // default executor. One loop per thread; everything but call_soon_threadsafe is loop-thread-only.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -45,11 +46,15 @@ struct TimerNode {
 
 // An fd registered once, edge-triggered, for both directions. epoll sets the ready bits and calls
 // on_event; a reader clears `readable` when it sees EAGAIN and only then waits for the next edge.
+// peer_closed (EPOLLRDHUP: the peer shut down its sending side) lets a stream reader clear
+// `readable` after a short read instead of paying for a recv() that would return EAGAIN: any later
+// arrival is a new edge, and only an already-reported FIN would be missed, which this flag records.
 struct IoWatch {
   int fd = -1;
   bool readable = false;
   bool writable = false;
   bool hangup = false;
+  bool peer_closed = false;
   void (*on_event)(IoWatch*) = nullptr;
 };
 
@@ -280,7 +285,8 @@ class EventLoop {
   std::mutex threadsafe_mutex_;
   std::vector<std::function<void()>> threadsafe_;
   std::vector<std::function<void()>> threadsafe_swap_;
-  bool wake_pending_ = false;  // guarded by threadsafe_mutex_
+  // Written under threadsafe_mutex_; read without it by the busy loop to decide whether to poll.
+  std::atomic<bool> wake_pending_{false};
   std::unique_ptr<detail::ThreadPool> executor_;
   ExceptionHandler exception_handler_;
 };

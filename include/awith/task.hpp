@@ -22,9 +22,58 @@ namespace detail {
 // Coroutine frames are recycled through per-thread free lists by size class: a frame allocation
 // is the dominant cost of awaiting a nested Task, and most frames have a handful of sizes.
 // Sanitizer builds bypass the pool so that ASan still sees every use-after-free.
+#if defined(__SANITIZE_ADDRESS__)
+#define AWITH_FRAME_POOL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AWITH_FRAME_POOL 0
+#endif
+#endif
+#ifndef AWITH_FRAME_POOL
+#define AWITH_FRAME_POOL 1
+#endif
+
 struct FramePool {
-  static void* allocate(std::size_t size);
-  static void deallocate(void* p, std::size_t size) noexcept;
+  static constexpr std::size_t kGranule = 16;
+  static constexpr std::size_t kClasses = 128;  // blocks up to 2 KiB are pooled
+  struct FreeBlock {
+    FreeBlock* next;
+  };
+  // Plain data, constant-initialised: the fast path is a direct TLS access with no init guard.
+  struct Lists {
+    FreeBlock* heads[kClasses];
+    unsigned counts[kClasses];
+  };
+  static void* allocate(std::size_t size) {
+#if AWITH_FRAME_POOL
+    std::size_t c = (size - 1) / kGranule;
+    if (c < kClasses) {
+      if (FreeBlock* b = lists.heads[c]) {
+        lists.heads[c] = b->next;
+        --lists.counts[c];
+        return b;
+      }
+    }
+#endif
+    return allocate_slow(size);
+  }
+  static void deallocate(void* p, std::size_t size) noexcept {
+#if AWITH_FRAME_POOL
+    std::size_t c = (size - 1) / kGranule;
+    if (c < kClasses && lists.counts[c] < kMaxPerClass) {
+      auto* b = static_cast<FreeBlock*>(p);
+      b->next = lists.heads[c];
+      lists.heads[c] = b;
+      ++lists.counts[c];
+      return;
+    }
+#endif
+    deallocate_slow(p, size);
+  }
+  static void* allocate_slow(std::size_t size);
+  static void deallocate_slow(void* p, std::size_t size) noexcept;
+  static constexpr unsigned kMaxPerClass = 4096;
+  static thread_local constinit Lists lists;
 };
 
 struct PromiseBase {
