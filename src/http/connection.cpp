@@ -143,6 +143,22 @@ bool Pool::evict_oldest_idle() {
   return true;
 }
 
+const SSLContext& Pool::tls_context() {
+  if (!tls_) {
+    const TlsOptions& o = options_.tls;
+    SSLContext ctx(SSLContext::Side::client);
+    if (o.dangerously_disable_certificate_verification) {
+      ctx.dangerously_disable_verification();
+    } else {
+      if (o.use_system_ca) ctx.load_default_certs();
+      if (!o.ca_file.empty()) ctx.load_verify_locations(o.ca_file);
+    }
+    ctx.set_alpn_protocols({"http/1.1"});
+    tls_.emplace(std::move(ctx));
+  }
+  return *tls_;
+}
+
 namespace {
 // A pool slot taken before connecting; given back unless the connection was made.
 struct Reservation {
@@ -159,8 +175,6 @@ struct Reservation {
 
 Task<ConnectionPtr> Pool::acquire(const URL& url, Deadline connect, std::optional<Duration> sock_connect, bool fresh) {
   std::string key = url.origin();
-  // Never plaintext to an https:// URL: this build has no TLS client yet.
-  if (url.is_https()) throw ClientSSLError("https:// is not supported by this build (no TLS layer)", url.str());
   for (;;) {
     if (closed_) throw ClientConnectionError("the session is closed", url.str());
     if (!fresh) {
@@ -184,9 +198,23 @@ Task<ConnectionPtr> Pool::acquire(const URL& url, Deadline connect, std::optiona
   std::uint16_t port = url.port();
   std::optional<StreamPair> stream;
   std::string failure;
+  bool tls_failure = false;
   int err = 0;
   try {
-    stream.emplace(co_await with_deadline(deadline, url, [&]() { return open_connection(host, port); }));
+    StreamOptions stream_options;
+    // The TLS handshake is part of connecting: the sock_connect / connect deadline bounds it.
+    if (url.is_https()) {
+      stream_options.ssl = tls_context();
+      stream_options.server_hostname = host;
+    }
+    stream.emplace(
+        co_await with_deadline(deadline, url, [&]() { return open_connection(host, port, stream_options); }));
+  } catch (const SSLCertVerificationError& e) {
+    tls_failure = true;
+    failure = std::string("certificate verification failed for ") + url.host_header() + ": " + e.what();
+  } catch (const SSLError& e) {
+    tls_failure = true;
+    failure = std::string("TLS handshake with ") + url.host_header() + " failed: " + e.what();
   } catch (const GaiError& e) {
     failure = std::string("cannot resolve host ") + host + ": " + e.what();
   } catch (const OSError& e) {
@@ -195,6 +223,7 @@ Task<ConnectionPtr> Pool::acquire(const URL& url, Deadline connect, std::optiona
   }
   if (!stream) {
     changed();
+    if (tls_failure) throw ClientSSLError(failure, url.str());
     throw ClientConnectorError(failure, url.str(), err);
   }
   reservation.kept = true;

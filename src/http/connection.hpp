@@ -21,6 +21,7 @@
 #include "awith/stream.hpp"
 #include "awith/sync.hpp"
 #include "awith/timeout.hpp"
+#include "awith/tls.hpp"
 
 namespace awith::http::detail {
 
@@ -108,6 +109,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::size_t idle() const noexcept;
 
  private:
+  // The client context for https:// URLs, made from TlsOptions on first use.
+  const SSLContext& tls_context();
   bool has_room(const std::string& key) const;
   ConnectionPtr take_idle(const std::string& key);
   bool evict_oldest_idle();
@@ -115,6 +118,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
   ConnectorOptions options_;
   ParserLimits limits_;
+  std::optional<SSLContext> tls_;
   std::unordered_map<std::string, std::vector<ConnectionPtr>> idle_;
   std::unordered_map<std::string, std::size_t> open_per_host_;
   std::size_t open_ = 0;
