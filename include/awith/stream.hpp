@@ -213,6 +213,7 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   void finish_close(std::exception_ptr err) noexcept;
   bool try_send(const char*& p, std::size_t& n) noexcept;
   void fail_with(std::exception_ptr error) noexcept;
+  void note_short_read() noexcept;
   // TLS: plaintext in and out of the session, ciphertext through the socket.
   Recv recv_tls(std::span<char> into, std::size_t& got);
   Recv receive_ciphertext();

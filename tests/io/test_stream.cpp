@@ -241,6 +241,28 @@ TEST(Stream, HalfCloseKeepsTheOtherDirection) {
   }());
 }
 
+// A short read skips the recv() that would return EAGAIN, but never an EOF: data and FIN that
+// arrived together (reported in one epoll event) or apart (two events) both end in "" at once.
+TEST(Stream, ShortReadThenEofIsNotMissed) {
+  run([&]() -> Task<void> {
+    for (bool together : {true, false}) {
+      auto [a, b] = socket_pair();
+      b.writer.write("abc");
+      if (!together) {
+        EXPECT_EQ(co_await a.reader.read(100), "abc");
+        b.writer.write_eof();
+        EXPECT_EQ(co_await wait_for(a.reader.read(100), 2s), "");
+        continue;
+      }
+      b.writer.write_eof();
+      co_await sleep(20ms);  // the loop polls: data and FIN come as one event
+      EXPECT_EQ(co_await a.reader.read(100), "abc");
+      EXPECT_EQ(co_await wait_for(a.reader.read(100), 2s), "");
+      EXPECT_TRUE(a.reader.at_eof());
+    }
+  }());
+}
+
 TEST(Stream, ConnectRefusedAndUnresolvableRaiseTypedErrors) {
   run([&]() -> Task<void> {
     auto server = co_await start_server([](StreamReader, StreamWriter) -> Task<void> { co_return; }, "127.0.0.1", 0);

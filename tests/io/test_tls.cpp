@@ -467,3 +467,59 @@ TEST(Tls, CloseSendsCloseNotifyAbortDoesNot) {
     EXPECT_EQ(co_await finish_python(p), "b'last words\\n' close_notify\nb'cut\\n' no close_notify\n");
   }());
 }
+
+// A peer that stops reading cannot keep a closing TLS connection open: the server's teardown
+// (close, then wait_closed in a shielded scope) and a client's close() both give up after
+// ssl_shutdown_timeout and abort.
+TEST(Tls, CloseIsBoundedBySslShutdownTimeout) {
+  run([&]() -> Task<void> {
+    auto& loop = EventLoop::running();
+    auto server_options = tls_server_options(server_context());
+    server_options.ssl_shutdown_timeout = 300ms;
+    std::optional<TimePoint> handler_returned;
+    auto server = co_await start_server(
+        [&](StreamReader, StreamWriter w) -> Task<void> {
+          std::string chunk(1 << 20, 'x');
+          for (int i = 0; i < 32; ++i) w.write(chunk);  // more than both socket buffers hold
+          handler_returned = loop.time();
+          co_return;
+        },
+        "127.0.0.1", 0, server_options);
+    auto options = tls_options(client_context(), "localhost");
+    options.ssl_shutdown_timeout = 300ms;
+    {
+      auto [r, w] = co_await open_connection("127.0.0.1", port_of(server), options);  // never reads
+      for (int i = 0; i < 500 && !handler_returned; ++i) co_await sleep(10ms);
+      EXPECT_TRUE(handler_returned.has_value());
+      server.close();
+      co_await server.wait_closed();
+      if (handler_returned) {
+        auto took = loop.time() - *handler_returned;
+        EXPECT_GE(took, 250ms);
+        EXPECT_LT(took, 3s);
+      }
+      w.abort();
+    }
+    // The client side: close() with data the server never reads; wait_closed() returns once
+    // ssl_shutdown_timeout has passed (the transport aborts itself).
+    bool released = false;
+    auto server2 = co_await start_server(
+        [&](StreamReader r, StreamWriter w) -> Task<void> {
+          for (int i = 0; i < 1000 && !released; ++i) co_await sleep(10ms);  // not reading
+          co_await echo_lines(r, w);
+        },
+        "127.0.0.1", 0, server_options);
+    auto [r, w] = co_await open_connection("127.0.0.1", port_of(server2), options);
+    std::string chunk(1 << 20, 'y');
+    for (int i = 0; i < 32; ++i) w.write(chunk);
+    auto closing = loop.time();
+    w.close();
+    co_await w.wait_closed();
+    auto took = loop.time() - closing;
+    EXPECT_GE(took, 250ms);
+    EXPECT_LT(took, 3s);
+    released = true;
+    server2.close();
+    co_await server2.wait_closed();
+  }());
+}
