@@ -62,6 +62,7 @@ class ChildProcess {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
   }
+  bool alive() { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
   // The first line the child writes, within `timeout`; "" if none.
   std::string read_line(std::chrono::milliseconds timeout) {
     std::string line;
@@ -198,8 +199,11 @@ inline const Nginx& nginx() {
         auto c = std::make_unique<ChildProcess>(
             std::vector<std::string>{"timeout", "600", nginx_bin, "-p", d, "-c", d + "/nginx.conf", "-g", "daemon off;"},
             false);
-        for (int i = 0; i < 100; ++i) {
-          if (port_accepts(info.port) && port_accepts(info.tls_port) && port_accepts(info.wrong_name_port)) {
+        // nginx writes its pid file only after binding every listen socket: that (not a port
+        // that accepts, which could be another test's nginx) says this one is serving.
+        for (int i = 0; i < 100 && c->alive(); ++i) {
+          if (std::filesystem::exists(info.dir / "nginx.pid") && port_accepts(info.port) &&
+              port_accepts(info.tls_port) && port_accepts(info.wrong_name_port)) {
             child = std::move(c);
             break;
           }
