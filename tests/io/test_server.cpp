@@ -437,3 +437,34 @@ TEST(Server, CloseClientsAndAbortClients) {
     b.writer.close();
   }());
 }
+
+#ifdef AWITH_EXAMPLE_ECHO_SERVER
+// The example's graceful shutdown (examples/echo_server.cpp): after serving a connection, SIGTERM
+// ends it promptly when no handler is in flight, and nothing the client was sent is lost.
+TEST(Server, ExampleEchoServerStopsPromptlyOnSigterm) {
+  char path[] = "/tmp/awith_echo_stop_XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const std::string script =
+      "S=" AWITH_EXAMPLE_ECHO_SERVER "; C=" AWITH_EXAMPLE_ECHO_CLIENT "; out=$(mktemp)\n"
+      "\"$S\" 0 >\"$out\" 2>&1 & pid=$!\n"
+      "for i in $(seq 200); do grep -q \"Serving on\" \"$out\" && break; sleep 0.05; done\n"
+      "port=$(sed -n \"s/^Serving on 127.0.0.1:\\([0-9]*\\)$/\\1/p\" \"$out\")\n"
+      "\"$C\" \"$port\" hello >/dev/null && echo client-ok\n"
+      "t0=$(date +%s%N); kill -TERM $pid; wait $pid; rc=$?; t1=$(date +%s%N)\n"
+      "echo \"rc=$rc ms=$(( (t1 - t0) / 1000000 ))\"; tail -1 \"$out\"; rm -f \"$out\"\n";
+  EXPECT_EQ(::write(fd, script.data(), script.size()), static_cast<ssize_t>(script.size()));
+  ::close(fd);
+  std::string out;
+  run([&]() -> Task<void> { out = co_await run_command("timeout 30 bash " + std::string(path) + " 2>&1"); }());
+  ::unlink(path);
+  int rc = -1, ms = -1;
+  auto at = out.find("rc=");
+  if (at != std::string::npos) std::sscanf(out.c_str() + at, "rc=%d ms=%d", &rc, &ms);
+  EXPECT_NE(out.find("client-ok\n"), std::string::npos) << out;
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_GE(ms, 0) << out;
+  EXPECT_LT(ms, 500) << out;
+  EXPECT_NE(out.find("Server closed"), std::string::npos) << out;
+}
+#endif
