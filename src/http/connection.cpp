@@ -1,5 +1,6 @@
 #include "connection.hpp"
 
+#include <algorithm>
 #include <limits>
 
 #include "awith/cancel_scope.hpp"
@@ -103,6 +104,38 @@ void Pool::release(ConnectionPtr c) noexcept {
   auto& list = idle_[c->key];
   list.push_back(std::move(c));
   changed();
+  if (!sweep_armed_) arm_sweep();
+}
+
+void Pool::arm_sweep() {
+  std::optional<TimePoint> oldest;
+  for (auto& [key, list] : idle_)
+    if (!list.empty() && (!oldest || list.front()->idle_since < *oldest)) oldest = list.front()->idle_since;
+  if (!oldest) return;
+  sweep_armed_ = true;
+  sweep_timer_ = EventLoop::running().call_at(*oldest + options_.keepalive_timeout, [pool = weak_from_this()] {
+    if (auto p = pool.lock()) p->sweep();
+  });
+}
+
+void Pool::sweep() noexcept {
+  sweep_armed_ = false;
+  TimePoint now = EventLoop::running().time();
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    auto& list = it->second;
+    // Oldest first: the expired ones are a prefix. Erasing them closes them (the deleter).
+    auto fresh = std::find_if(list.begin(), list.end(),
+                              [&](const ConnectionPtr& c) { return now - c->idle_since < options_.keepalive_timeout; });
+    list.erase(list.begin(), fresh);
+    it = list.empty() ? idle_.erase(it) : std::next(it);
+  }
+  if (!closed_) {
+    try {
+      arm_sweep();
+    } catch (...) {
+      // Allocation failure re-arming: idle connections still expire when next taken.
+    }
+  }
 }
 
 ConnectionPtr Pool::take_idle(const std::string& key) {
@@ -232,6 +265,8 @@ Task<ConnectionPtr> Pool::acquire(const URL& url, Deadline connect, std::optiona
 
 Task<void> Pool::close(Duration bound) {
   closed_ = true;
+  sweep_timer_.cancel();
+  sweep_armed_ = false;
   std::vector<ConnectionPtr> closing;
   for (auto& [key, list] : idle_)
     for (auto& c : list) closing.push_back(std::move(c));

@@ -111,6 +111,10 @@ class Pool : public std::enable_shared_from_this<Pool> {
  private:
   // The client context for https:// URLs, made from TlsOptions on first use.
   const SSLContext& tls_context();
+  // Arms the keep-alive sweep when idle connections exist: it closes those idle for longer than
+  // keepalive_timeout, so an unused session does not hold sockets open.
+  void arm_sweep();
+  void sweep() noexcept;
   bool has_room(const std::string& key) const;
   ConnectionPtr take_idle(const std::string& key);
   bool evict_oldest_idle();
@@ -123,6 +127,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::unordered_map<std::string, std::size_t> open_per_host_;
   std::size_t open_ = 0;
   std::size_t waiting_ = 0;
+  TimerHandle sweep_timer_;
+  bool sweep_armed_ = false;
   Event changed_;  // set (and cleared) when a slot or an idle connection may have become available
   bool closed_ = false;
 };

@@ -85,6 +85,23 @@ TEST(HttpSession, KeepAliveReusesOneConnection) {
   });
 }
 
+TEST(HttpSession, IdleConnectionsCloseAfterTheKeepAliveTimeout) {
+  base();
+  run_http([&]() -> Task<void> {
+    http::SessionOptions options{.connector = {.keepalive_timeout = 100ms}};
+    ClientSession session(std::move(options));
+    co_await get_json(session, base() + "/echo");
+    co_await sleep(50ms);
+    co_await get_json(session, base() + "/echo");  // reused: the idle clock restarts
+    EXPECT_EQ(session.open_connections(), 1u);
+    co_await sleep(60ms);
+    EXPECT_EQ(session.open_connections(), 1u);
+    co_await sleep(150ms);
+    EXPECT_EQ(session.open_connections(), 0u) << "closed by the keep-alive sweep, without further use";
+    co_await session.close();
+  });
+}
+
 TEST(HttpSession, MethodsAndBodies) {
   base();
   run_http([&]() -> Task<void> {
