@@ -171,7 +171,7 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
     // The redirect's own body is not wanted: keep the connection only if it already ended.
     resp.release(!resp.body_complete());
     history.push_back(std::move(resp));
-    if (options.max_redirects > 0 && redirects >= options.max_redirects)
+    if (redirects >= options.max_redirects)
       throw TooManyRedirects(status, "too many redirects (" + std::to_string(redirects) + ")", next.str());
     // 303 turns everything but HEAD into GET; 301/302 turn POST into GET (what every client does);
     // 307/308 repeat the request as it was.

@@ -217,6 +217,10 @@ TEST(HttpSession, RedirectChainsAndLimits) {
       EXPECT_NE(e.url().find("/redirect"), std::string::npos);
     }
     EXPECT_TRUE(raised);
+    http::RequestOptions none_allowed{.max_redirects = 0};
+    EXPECT_THROW(co_await async_with(session.get(base() + "/redirect", none_allowed),
+                                     [](ClientResponse&) -> Task<void> { co_return; }),
+                 http::TooManyRedirects);
     http::RequestOptions manual{.allow_redirects = false};
     co_await async_with(session.get(base() + "/redirect", manual), [&](ClientResponse& r) -> Task<void> {
       EXPECT_EQ(r.status(), 302);

@@ -86,7 +86,7 @@ struct RequestOptions {
   std::optional<Params> form;                 // the body as a form (application/x-www-form-urlencoded)
   std::optional<ClientTimeout> timeout;       // replaces the session's for this request
   bool allow_redirects = true;
-  int max_redirects = 10;
+  int max_redirects = 10;  // the redirect that reaches it raises TooManyRedirects (0: none allowed)
   std::optional<bool> raise_for_status;       // overrides the session's
 };
 
