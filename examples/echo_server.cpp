@@ -15,6 +15,7 @@
 #include <memory>
 #include <signal.h>
 #include <string>
+#include <string_view>
 
 #include "awith/awith.hpp"
 #include "awith/context.hpp"
@@ -29,7 +30,10 @@ namespace {
 
 Task<void> handle_echo(StreamReader reader, StreamWriter writer) {
   std::string data = co_await reader.readline();
-  std::printf("Received %s from %s\n", data.c_str(), writer.peername().to_string().c_str());
+  std::string_view line(data);
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);  // print the line, not its newline
+  std::printf("Received %.*s from %s\n", static_cast<int>(line.size()), line.data(),
+              writer.peername().to_string().c_str());
   writer.write(data);
   co_await writer.drain();
   std::printf("Close the connection\n");

@@ -24,7 +24,7 @@ TOUR=(
   "semaphore         | asyncio.Semaphore                                          | -    |"
   "echo_client       | asyncio streams: start_server + open_connection            | echo | {port}"
   "request_session   | aiohttp.ClientSession                                      | httpbin | {url}"
-  "database          | asyncpg: connection pool and queries                       | pg   | {dsn}"
+  "database          | SQLAlchemy AsyncEngine: begin() / connect() scopes, pool  | pg   | {dsn}"
 )
 # Programs the tour starts as a setup step rather than on their own.
 SETUP_PROGRAMS=(echo_server)
