@@ -156,3 +156,63 @@ TEST(HttpMalformed, StaleKeepAliveConnectionIsRetried) {
     co_await server.wait_closed();
   });
 }
+
+// Cancellation after every number of loop iterations, against an in-process server that sends a
+// chunked body in pieces: the request is cut at each of its await points in turn (connecting,
+// sending, the headers, every body piece, the exit), and each time the pool is left clean and the
+// next request on the same session is answered correctly.
+TEST(HttpMalformed, CancellationSweepByLoopIterations) {
+  run_http(
+      [&]() -> Task<void> {
+        ConnectionHandler handler = [](StreamReader r, StreamWriter w) -> Task<void> {
+          try {
+            for (;;) {
+              co_await r.readuntil("\r\n\r\n");
+              w.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+              for (const char* piece : {"5\r\nhello\r\n", "1\r\n \r\n", "5\r\nworld\r\n", "0\r\n\r\n"}) {
+                co_await w.drain();
+                co_await sleep(0);
+                w.write(piece);
+              }
+              co_await w.drain();
+            }
+          } catch (const std::exception&) {
+            // The client went away (cancelled mid-request): this connection is done.
+          }
+        };
+        Server server = co_await start_server(std::move(handler), "127.0.0.1", 0);
+        ClientSession session;
+        int cancelled = 0, completed = 0;
+        // The loop polls for I/O only every 64 busy iterations, so a request spans hundreds of
+        // them; the sweep ends once requests keep completing.
+        int completed_in_a_row = 0;
+        for (int k = 0; k < 2000 && completed_in_a_row < 20; ++k) {
+          bool done = false;
+          auto request = create_task([&]() -> Task<void> {
+            co_await async_with(session.get(url_of(server)), [&](ClientResponse& r) -> Task<void> {
+              EXPECT_EQ(co_await r.text(), "hello world");
+            });
+            done = true;
+          });
+          for (int i = 0; i < k; ++i) co_await sleep(0);
+          request.cancel();
+          try {
+            co_await request;
+          } catch (const CancelledError&) {
+          }
+          (done ? completed : cancelled) += 1;
+          completed_in_a_row = done ? completed_in_a_row + 1 : 0;
+          EXPECT_TRUE(awith::test::pool_is_clean(session)) << "k=" << k;
+          co_await async_with(session.get(url_of(server)), [&](ClientResponse& r) -> Task<void> {
+            EXPECT_EQ(co_await r.text(), "hello world") << "k=" << k;
+          });
+        }
+        EXPECT_GT(cancelled, 5);
+        EXPECT_EQ(completed_in_a_row, 20);
+        co_await session.close();
+        server.close();
+        server.abort_clients();
+        co_await server.wait_closed();
+      },
+      60s);
+}
