@@ -14,23 +14,6 @@ using test::Trace;
 
 namespace {
 
-std::string name_of(std::exception_ptr e) {
-  if (!e) return "None";
-  try {
-    std::rethrow_exception(e);
-  } catch (const CancelledError&) {
-    return "CancelledError";
-  } catch (const std::invalid_argument&) {
-    return "ValueError";
-  } catch (const std::out_of_range&) {
-    return "KeyError";
-  } catch (const std::system_error&) {
-    return "OSError";
-  } catch (const std::exception& x) {
-    return std::string("std::exception(") + x.what() + ")";
-  }
-}
-
 // cm_01: the value aenter returns is bound (not the manager); normal exit passes null.
 struct Cm01 {
   Trace& trace;
@@ -40,7 +23,7 @@ struct Cm01 {
     co_return "the-resource";
   }
   Task<void> aexit(std::exception_ptr e) {
-    trace("exit args=" + name_of(e));
+    trace("exit args=" + test::exception_name(e));
     co_await sleep(0);
   }
 };
@@ -71,7 +54,7 @@ struct Cm02 {
     co_return this;
   }
   Task<bool> aexit(std::exception_ptr e) {
-    trace("exit exc=" + name_of(e) + " ret=" + (ret ? "True" : "False"));
+    trace("exit exc=" + test::exception_name(e) + " ret=" + (ret ? "True" : "False"));
     co_return ret;
   }
 };
@@ -156,7 +139,7 @@ struct Cm06 {
     return {};
   }
   Task<void> aexit(std::exception_ptr e) {
-    trace("exit exc=" + name_of(e));
+    trace("exit exc=" + test::exception_name(e));
     if (from) raise_from(e, std::domain_error("wrapped"));
     std::rethrow_exception(e);
     co_return;
@@ -179,7 +162,7 @@ TEST(AsyncWith, Cm06AexitRaiseFrom) {
         try {
           std::rethrow_if_nested(e);
         } catch (...) {
-          cause = name_of(std::current_exception());
+          cause = test::exception_name(std::current_exception());
         }
         trace(std::string("caught ") + e.what() + " is_orig=" + (std::current_exception() == orig ? "True" : "False") +
               " cause=" + cause);
@@ -206,7 +189,7 @@ struct Cm07 {
       msg = c.message();
     } catch (...) {
     }
-    trace("exit exc=" + name_of(e) + " args=('" + msg + "',)");
+    trace("exit exc=" + test::exception_name(e) + " args=('" + msg + "',)");
     co_await sleep(0);  // cleanup may await while the task is being cancelled (rule 3)
     co_return;
   }
@@ -245,7 +228,7 @@ struct Swallow {
     return {};
   }
   Ready<bool> aexit(std::exception_ptr e) {
-    trace("exit exc=" + name_of(e) + " -> suppress");
+    trace("exit exc=" + test::exception_name(e) + " -> suppress");
     return {true};
   }
 };
@@ -355,7 +338,7 @@ struct Stage {
     co_return this;
   }
   Task<void> aexit(std::exception_ptr e) {
-    trace(name + " exit " + name_of(e));
+    trace(name + " exit " + test::exception_name(e));
     co_await points.point();
     co_await points.point();
     trace(name + " exit done");

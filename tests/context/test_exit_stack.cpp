@@ -9,18 +9,6 @@ using namespace std::chrono_literals;
 using test::Trace;
 
 namespace {
-std::string name_of(std::exception_ptr e) {
-  if (!e) return "None";
-  try {
-    std::rethrow_exception(e);
-  } catch (const CancelledError&) {
-    return "CancelledError";
-  } catch (const std::invalid_argument&) {
-    return "ValueError";
-  } catch (...) {
-    return "?";
-  }
-}
 AsyncContextManager<std::string> cm(Trace& trace, std::string name) {
   trace(name + " enter");
   std::string upper = name;
@@ -42,7 +30,7 @@ TEST(AsyncExitStack, Stack01LifoOrder) {
       });
       stack.callback([&] { trace("sync callback 2"); });
       stack.push_async_exit([&](std::exception_ptr e) -> Task<void> {
-        trace("push_async_exit et=" + name_of(e));
+        trace("push_async_exit et=" + test::exception_name(e));
         co_return;
       });
       co_await stack.enter_async_context(cm(trace, "b"));
@@ -60,7 +48,7 @@ TEST(AsyncExitStack, Stack02InnerSuppressionHides) {
   run([&]() -> Task<void> {
     auto make_exit = [&](std::string name, bool suppress) {
       return [&trace, name, suppress](std::exception_ptr e) -> Task<bool> {
-        trace(name + " exit exc=" + name_of(e) + " -> " + (suppress ? "suppress" : "pass"));
+        trace(name + " exit exc=" + test::exception_name(e) + " -> " + (suppress ? "suppress" : "pass"));
         co_return suppress;
       };
     };
@@ -115,7 +103,7 @@ TEST(AsyncExitStack, Stack06CancelRunsAllExits) {
         for (std::string name : {"a", "b", "c"}) {
           stack.push_async_exit([&trace, name](std::exception_ptr e) -> Task<void> {
             co_await sleep(0);
-            trace(name + " exit exc=" + name_of(e));
+            trace(name + " exit exc=" + test::exception_name(e));
           });
         }
         co_await sleep(10s);
@@ -139,7 +127,7 @@ TEST(AsyncExitStack, ExitExceptionIsSeenByTheNextAndReplacesTheOriginal) {
     try {
       co_await async_with(AsyncExitStack(), [&](AsyncExitStack& stack) -> Task<void> {
         stack.push_async_exit([&](std::exception_ptr e) -> Task<bool> {
-          trace("first sees " + name_of(e));
+          trace("first sees " + test::exception_name(e));
           co_return false;
         });
         stack.push_async_exit([&](std::exception_ptr) -> Task<bool> {

@@ -11,21 +11,6 @@ using namespace std::chrono_literals;
 using test::Trace;
 
 namespace {
-std::string name_of(std::exception_ptr e) {
-  if (!e) return "None";
-  try {
-    std::rethrow_exception(e);
-  } catch (const CancelledError&) {
-    return "CancelledError";
-  } catch (const std::invalid_argument&) {
-    return "ValueError";
-  } catch (const std::out_of_range&) {
-    return "KeyError";
-  } catch (const std::exception& x) {
-    return x.what();
-  }
-}
-
 AsyncContextManager<std::string> res(Trace& trace, std::string name) {
   trace(name + " enter");
   co_await sleep(0);
@@ -95,7 +80,7 @@ AsyncContextManager<void> swallow(Trace& trace) {
   try {
     co_yield {};
   } catch (const E& e) {
-    trace(std::string("generator caught ") + name_of(std::current_exception()) + ": " + e.what());
+    trace(std::string("generator caught ") + test::exception_name(std::current_exception()) + ": " + e.what());
   }
 }
 }  // namespace
@@ -235,7 +220,7 @@ AsyncContextManager<std::string> cm09(Trace& trace, std::string name, bool suppr
     co_yield name;
   } catch (const std::exception& e) {
     failed = true;
-    trace(name + " saw " + name_of(std::current_exception()));
+    trace(name + " saw " + test::exception_name(std::current_exception()));
     if (!suppress) {
       trace(name + " exit");
       throw;
@@ -325,7 +310,7 @@ TEST(GeneratorManager, CancellationReachesTheGeneratorAndItsCleanupAwaits) {
         error = std::current_exception();
       }
       co_await sleep(5ms);  // graceful close while the task is being cancelled
-      trace("closed after " + name_of(error));
+      trace("closed after " + test::exception_name(error));
       if (error) std::rethrow_exception(error);
     };
     auto t = create_task([&]() -> Task<void> {

@@ -9,10 +9,6 @@ using namespace awith;
 using namespace std::chrono_literals;
 using test::Trace;
 
-namespace {
-const char* tf(bool b) { return b ? "True" : "False"; }
-}  // namespace
-
 TEST(Timeout, To01TimeoutBoundary) {
   Trace trace;
   run([&]() -> Task<void> {
@@ -49,7 +45,7 @@ TEST(Timeout, To01TimeoutBoundary) {
       co_await sleep(0);
       expired = t.expired();
     });
-    trace(std::string("no expiry: expired=") + tf(expired));
+    trace(std::string("no expiry: expired=") + test::py(expired));
   }(), test::virtual_time());
   EXPECT_EQ(trace.str(),
             "body saw CancelledError\nbody finally\ncaught TimeoutError at boundary; context=CancelledError\n"
@@ -61,7 +57,7 @@ TEST(Timeout, To02RescheduleNoneExpired) {
   run([&]() -> Task<void> {
     auto& loop = EventLoop::running();
     co_await async_with(timeout(std::nullopt), [&](Timeout& cm) -> Task<void> {
-      trace(std::string("when=") + (cm.when() ? "set" : "None") + " expired=" + tf(cm.expired()));
+      trace(std::string("when=") + (cm.when() ? "set" : "None") + " expired=" + test::py(cm.expired()));
       co_await sleep(1ms);
       trace("timeout(None) body completed");
     });
@@ -70,7 +66,7 @@ TEST(Timeout, To02RescheduleNoneExpired) {
       co_await async_with(timeout(std::nullopt), [&](Timeout& cm) -> Task<void> {
         last = &cm;
         cm.reschedule(loop.time() + 10ms);
-        trace(std::string("armed: when is set=") + tf(cm.when().has_value()));
+        trace(std::string("armed: when is set=") + test::py(cm.when().has_value()));
         co_await sleep(10s);
       });
     } catch (const TimeoutError&) {
@@ -79,7 +75,7 @@ TEST(Timeout, To02RescheduleNoneExpired) {
     co_await async_with(timeout(10ms), [&](Timeout& cm) -> Task<void> {
       cm.reschedule(std::nullopt);
       co_await sleep(20ms);
-      trace(std::string("disarmed with reschedule(None): survived; expired=") + tf(cm.expired()));
+      trace(std::string("disarmed with reschedule(None): survived; expired=") + test::py(cm.expired()));
     });
     try {
       co_await async_with(timeout(20ms), [&](Timeout& cm) -> Task<void> {
@@ -111,13 +107,13 @@ TEST(Timeout, To03NestedInnerFirst) {
           co_await sleep(10s);
         });
       } catch (const TimeoutError&) {
-        trace(std::string("inner TimeoutError; outer.expired=") + tf(outer.expired()));
+        trace(std::string("inner TimeoutError; outer.expired=") + test::py(outer.expired()));
       }
       co_await sleep(0);
       trace("outer body continues");
       outer_expired = outer.expired();
     });
-    trace(std::string("outer exited normally; outer.expired=") + tf(outer_expired));
+    trace(std::string("outer exited normally; outer.expired=") + test::py(outer_expired));
   }(), test::virtual_time());
   EXPECT_EQ(trace.str(),
             "inner TimeoutError; outer.expired=False\nouter body continues\nouter exited normally; outer.expired=False\n");
@@ -248,7 +244,7 @@ TEST(Timeout, To07ShieldedCleanupScope) {
     try {
       co_await async_with(timeout(10ms), [&](Timeout&) -> Task<void> { co_await shield(inner); });
     } catch (const TimeoutError&) {
-      trace(std::string("shield raised; inner done=") + tf(inner.done()) + " cancelled=" + tf(inner.cancelled()));
+      trace(std::string("shield raised; inner done=") + test::py(inner.done()) + " cancelled=" + test::py(inner.cancelled()));
     }
     trace("awaited later -> " + co_await inner);
   }(), test::virtual_time());
@@ -277,7 +273,7 @@ TEST(Timeout, ShieldedCleanupScopeIsBoundedByItsOwnDeadline) {
                              auto took = EventLoop::running().time() - start;
                              trace(std::string("gave up after ") +
                                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +
-                                   " ms; abandoned=" + tf(caught));
+                                   " ms; abandoned=" + test::py(caught));
                            });
     });
     co_await sleep(1ms);
@@ -334,7 +330,7 @@ TEST(Timeout, To08WaitFor) {
     try {
       co_await wait_for(handle, 10ms);
     } catch (const TimeoutError&) {
-      trace(std::string("wait_for(task) cancelled and awaited it: done=") + tf(handle.done()));
+      trace(std::string("wait_for(task) cancelled and awaited it: done=") + test::py(handle.done()));
     }
   }(), test::virtual_time());
   EXPECT_EQ(trace.str(),
@@ -366,7 +362,7 @@ TEST(Timeout, To09TimeoutAtPastAndSwallow) {
       }
       expired = cm.expired();
     });
-    trace(std::string("block exited normally; expired=") + tf(expired) +
+    trace(std::string("block exited normally; expired=") + test::py(expired) +
           " cancelling=" + std::to_string(current_task().cancelling()));
   }(), test::virtual_time());
   EXPECT_EQ(trace.str(),
@@ -396,7 +392,7 @@ TEST(CancelScope, ExplicitCancelEndsQuietly) {
       trace("not reached");
     });
     caught = pre.cancelled_caught();
-    trace(std::string("caught=") + tf(caught));
+    trace(std::string("caught=") + test::py(caught));
   }(), test::virtual_time());
   EXPECT_EQ(trace.str(), "moved on\nsync part of a pre-cancelled scope runs\ncaught=True\n");
 }

@@ -13,10 +13,6 @@ using namespace awith;
 using namespace std::chrono_literals;
 using test::Trace;
 
-namespace {
-std::string py(bool b) { return b ? "True" : "False"; }
-}  // namespace
-
 // sync_06: wait() needs the lock; notify(n) wakes n waiters FIFO, and they resume holding the
 // lock only after the notifier released it; notify_all() wakes the rest.
 TEST(Condition, Sync06Notify) {
@@ -37,7 +33,7 @@ TEST(Condition, Sync06Notify) {
       co_await async_with(cond, [&](Condition& c) -> Task<void> {
         trace(name + " waiting");
         co_await c.wait();
-        trace(name + " woke (holds lock=" + py(c.locked()) + ")");
+        trace(name + " woke (holds lock=" + test::py(c.locked()) + ")");
       });
     };
     std::vector<TaskHandle<void>> tasks;
@@ -79,7 +75,7 @@ TEST(Condition, Sync07WaitFor) {
     int n = 0;
     co_await async_with(cond, [&]() -> Task<void> {
       bool r = co_await cond.wait_for([] { return true; });
-      trace("already-true predicate returns immediately -> " + py(r));
+      trace("already-true predicate returns immediately -> " + test::py(r));
     });
     auto consumer = create_task([&]() -> Task<void> {
       co_await async_with(cond, [&]() -> Task<void> {
@@ -123,7 +119,7 @@ TEST(Condition, Sync08CancelReacquiresAndPassesTheWakeUpOn) {
           co_await cond.wait();
           trace(name + " woke");
         } catch (const CancelledError&) {
-          trace(name + " cancelled; holds lock=" + py(cond.locked()));
+          trace(name + " cancelled; holds lock=" + test::py(cond.locked()));
           throw;
         }
       });
@@ -137,7 +133,7 @@ TEST(Condition, Sync08CancelReacquiresAndPassesTheWakeUpOn) {
       co_return;
     });
     co_await gather(return_exceptions, a);
-    trace("after A: locked=" + py(cond.locked()));
+    trace("after A: locked=" + test::py(cond.locked()));
     auto c = create_task(waiter("C"));
     co_await sleep(0);
     co_await async_with(cond, [&]() -> Task<void> {
@@ -148,13 +144,13 @@ TEST(Condition, Sync08CancelReacquiresAndPassesTheWakeUpOn) {
     });
     co_await gather(return_exceptions, b);
     for (int i = 0; i < 5; ++i) co_await sleep(0);
-    trace("C woken by that notify? " + py(c.done()));
+    trace("C woken by that notify? " + test::py(c.done()));
     co_await async_with(cond, [&]() -> Task<void> {
       cond.notify(1);
       co_return;
     });
     co_await c;
-    trace("end locked=" + py(cond.locked()));
+    trace("end locked=" + test::py(cond.locked()));
   }());
   EXPECT_EQ(trace.str(),
             "A waiting\nB waiting\nmain: cancelled A while main holds the lock\n"
@@ -175,7 +171,7 @@ TEST(Condition, WokenThenCancelledPassesTheNotificationOn) {
           co_await cond.wait();
           trace(name + " woke");
         } catch (const CancelledError&) {
-          trace(name + " cancelled; holds lock=" + py(cond.locked()));
+          trace(name + " cancelled; holds lock=" + test::py(cond.locked()));
           throw;
         }
       });

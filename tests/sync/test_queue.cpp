@@ -18,10 +18,6 @@ using namespace awith;
 using namespace std::chrono_literals;
 using test::Trace;
 
-namespace {
-std::string py(bool b) { return b ? "True" : "False"; }
-}  // namespace
-
 // sync_10: put() blocks while full; blocked putters resume FIFO as get() frees slots.
 TEST(Queue, Sync10BoundedPutBlocks) {
   Trace trace;
@@ -35,7 +31,7 @@ TEST(Queue, Sync10BoundedPutBlocks) {
       }
     });
     for (int i = 0; i < 3; ++i) co_await sleep(0);
-    trace("full=" + py(q.full()) + " qsize=" + std::to_string(q.qsize()));
+    trace("full=" + test::py(q.full()) + " qsize=" + std::to_string(q.qsize()));
     for (int i = 0; i < 4; ++i) {
       int v = co_await q.get();
       trace("got " + std::to_string(v));
@@ -44,7 +40,7 @@ TEST(Queue, Sync10BoundedPutBlocks) {
     co_await p;
     Queue<int> u;
     for (int i = 0; i < 1000; ++i) u.put_nowait(i);
-    trace("unbounded maxsize=" + std::to_string(u.maxsize()) + " full=" + py(u.full()) +
+    trace("unbounded maxsize=" + std::to_string(u.maxsize()) + " full=" + test::py(u.full()) +
           " qsize=" + std::to_string(u.qsize()));
   }());
   EXPECT_EQ(trace.str(),

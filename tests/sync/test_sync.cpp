@@ -19,20 +19,6 @@ using namespace std::chrono_literals;
 using test::Trace;
 
 namespace {
-std::string py(bool b) { return b ? "True" : "False"; }
-
-std::string name_of(const std::exception_ptr& e) {
-  if (!e) return "None";
-  try {
-    std::rethrow_exception(e);
-  } catch (const CancelledError&) {
-    return "CancelledError";
-  } catch (const std::invalid_argument&) {
-    return "ValueError";
-  } catch (...) {
-    return "?";
-  }
-}
 
 // Decrements a counter when the holder's body ends, however it ends.
 struct Leave {
@@ -63,13 +49,13 @@ TEST(Lock, Sync01FifoAndReleaseOnException) {
       tasks.push_back(create_task(user(name, name == "w2")));
       co_await sleep(0);
     }
-    trace("main releases; locked=" + py(lock.locked()));
+    trace("main releases; locked=" + test::py(lock.locked()));
     lock.release();
     auto results = co_await gather(return_exceptions, tasks);
     std::string line = "results=[";
-    for (std::size_t i = 0; i < results.size(); ++i) line += (i ? ", " : "") + name_of(results[i].error());
+    for (std::size_t i = 0; i < results.size(); ++i) line += (i ? ", " : "") + test::exception_name(results[i].error());
     trace(line + "]");
-    trace("locked after all=" + py(lock.locked()));
+    trace("locked after all=" + test::py(lock.locked()));
     try {
       lock.release();
     } catch (const RuntimeError& e) {
@@ -141,7 +127,7 @@ TEST(Lock, WokenThenCancelledKeepsTheLockAndReleasesOnExit) {
           trace(name + " done");
         });
       } catch (const CancelledError&) {
-        trace(name + " cancelled at its next await; locked=" + py(lock.locked()));
+        trace(name + " cancelled at its next await; locked=" + test::py(lock.locked()));
         throw;
       }
     };
@@ -203,12 +189,12 @@ TEST(Semaphore, Sync03FifoAndCancellation) {
       tasks.push_back(create_task(user(sem, n, hold)));
       co_await sleep(0);
     }
-    trace("locked=" + py(sem.locked()));
+    trace("locked=" + test::py(sem.locked()));
     tasks[2].cancel();
     co_await sleep(0);
     hold.set();
     co_await gather(return_exceptions, tasks);
-    trace("phase1 locked=" + py(sem.locked()));
+    trace("phase1 locked=" + test::py(sem.locked()));
 
     Semaphore sem2(1);
     co_await sem2.acquire();
@@ -223,9 +209,9 @@ TEST(Semaphore, Sync03FifoAndCancellation) {
     co_await gather(return_exceptions, a);
     hold2.set();
     co_await b;
-    trace("phase2 locked=" + py(sem2.locked()) + " a.cancelled=" + py(a.cancelled()));
+    trace("phase2 locked=" + test::py(sem2.locked()) + " a.cancelled=" + test::py(a.cancelled()));
     co_await sem2.acquire();
-    trace("after one acquire locked=" + py(sem2.locked()));
+    trace("after one acquire locked=" + test::py(sem2.locked()));
   }());
   EXPECT_EQ(trace.str(),
             "t1 in (holders=1)\nt2 in (holders=2)\nlocked=True\nt3 cancelled while waiting\n"
@@ -289,7 +275,7 @@ TEST(Semaphore, Sync04BoundedSemaphore) {
   run([&]() -> Task<void> {
     BoundedSemaphore bs(1);
     co_await async_with(bs, [&](BoundedSemaphore& s) -> Task<void> {
-      trace("inside locked=" + py(s.locked()));
+      trace("inside locked=" + test::py(s.locked()));
       co_return;
     });
     try {
@@ -346,24 +332,24 @@ TEST(Event, Sync09SetClearWait) {
     Event ev;
     auto waiter = [&](std::string name) -> Task<void> {
       bool r = co_await ev.wait();
-      trace(name + " woke r=" + py(r));
+      trace(name + " woke r=" + test::py(r));
     };
     std::vector<TaskHandle<void>> ts;
     for (int i = 0; i < 3; ++i) ts.push_back(create_task(waiter(std::string("w") + std::to_string(i))));
     co_await sleep(0);
-    trace("is_set=" + py(ev.is_set()) + "; set()");
+    trace("is_set=" + test::py(ev.is_set()) + "; set()");
     ev.set();
     co_await gather(ts);
-    trace("wait when already set -> " + py(co_await ev.wait()));
+    trace("wait when already set -> " + test::py(co_await ev.wait()));
     ev.clear();
     auto t = create_task(waiter("late"));
     co_await sleep(0);
-    trace("after clear, late still waiting: done=" + py(t.done()));
+    trace("after clear, late still waiting: done=" + test::py(t.done()));
     ev.set();
     ev.clear();
     trace("set() then clear() immediately");
     co_await sleep(0);
-    trace("late done=" + py(t.done()) + " is_set=" + py(ev.is_set()));
+    trace("late done=" + test::py(t.done()) + " is_set=" + test::py(ev.is_set()));
     co_await t;
   }());
   EXPECT_EQ(trace.str(),
