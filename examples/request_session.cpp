@@ -15,7 +15,8 @@ using namespace std::chrono_literals;
 // @asynccontextmanager async def request_session(timeout: float = 5.0):
 AsyncContextManager<http::ClientSession> request_session(Duration timeout = 5s) {
   // enter: create the resource (async with aiohttp.ClientSession(timeout=ClientTimeout(total=...)))
-  http::ClientSession session(http::ClientTimeout{.total = timeout});
+  http::ClientSession manager(http::ClientTimeout{.total = timeout});
+  http::ClientSession& session = co_await manager.aenter();
   std::exception_ptr error;
   try {
     co_yield session;  // use: hand the resource to the with-body
@@ -23,7 +24,7 @@ AsyncContextManager<http::ClientSession> request_session(Duration timeout = 5s) 
     error = std::current_exception();  // finally: C++ cannot co_await inside a catch block
   }
   // exit: the session's own exit does the cleanup (closes its connections and waits for them)
-  co_await session.aexit(error);
+  co_await manager.aexit(error);
   if (error) std::rethrow_exception(error);
 }
 
