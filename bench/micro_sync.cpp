@@ -14,8 +14,15 @@ namespace {
 constexpr int kBatch = 1000;    // queue rows: items per producer/consumer pair
 constexpr int kWaiters = 1000;  // condition row: tasks woken by one notify_all()
 
-// async with lock: (uncontended), as asyncio's lock_uncontended row.
+// async with lock: pass (uncontended), as asyncio's lock_uncontended row: the body does not wait,
+// so it is a plain callable, as `pass` is no coroutine in Python.
 Task<void> lock_uncontended(benchmark::State& state) {
+  awith::Lock lock;
+  for (auto _ : state) co_await awith::async_with(lock, [] {});
+}
+
+// The same with a coroutine body (one more frame per block).
+Task<void> lock_uncontended_task_body(benchmark::State& state) {
   awith::Lock lock;
   for (auto _ : state) co_await awith::async_with(lock, []() -> Task<void> { co_return; });
 }
@@ -112,6 +119,7 @@ Task<void> condition_notify_all(benchmark::State& state) {
 }
 
 void BM_lock_uncontended(benchmark::State& state) { awith::run(lock_uncontended(state)); }
+void BM_lock_uncontended_task_body(benchmark::State& state) { awith::run(lock_uncontended_task_body(state)); }
 void BM_lock_acquire_release(benchmark::State& state) { awith::run(lock_acquire_release(state)); }
 void BM_semaphore_handoff(benchmark::State& state) { awith::run(semaphore_handoff(state)); }
 void BM_queue_pc_unbounded(benchmark::State& state) { awith::run(queue_producer_consumer(state, 0)); }
@@ -122,6 +130,7 @@ void BM_condition_notify_all(benchmark::State& state) { awith::run(condition_not
 }  // namespace
 
 BENCHMARK(BM_lock_uncontended);
+BENCHMARK(BM_lock_uncontended_task_body);
 BENCHMARK(BM_lock_acquire_release);
 BENCHMARK(BM_semaphore_handoff);
 BENCHMARK(BM_queue_pc_unbounded);
