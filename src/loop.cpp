@@ -118,8 +118,6 @@ void EventLoop::check_thread(const char* what) const {
                        "() called from a thread that does not own this loop; use call_soon_threadsafe");
 }
 
-TimePoint EventLoop::now_from_clock() const noexcept { return Clock::now(); }
-
 TimePoint EventLoop::time() const noexcept { return options_.virtual_clock ? virtual_now_ : Clock::now(); }
 
 EventLoop::Running::Running(EventLoop& l) : loop(l), previous(tl_running_loop) {

@@ -259,7 +259,6 @@ class EventLoop {
   void poll_io(int timeout_ns);
   void run_timers(TimePoint now);
   void drain_threadsafe();
-  TimePoint now_from_clock() const noexcept;
   static void fire_callback_timer(detail::TimerNode* node);
   void heap_up(std::size_t i) noexcept;
   void heap_down(std::size_t i) noexcept;
