@@ -244,14 +244,23 @@ StreamTransport::Recv StreamTransport::recv_some(std::span<char> into, std::size
   if (error_) std::rethrow_exception(error_);
   if (read_eof()) return Recv::eof;
   if (tls_) return recv_tls(into, got);
+  if (!watch_.readable) return Recv::again;  // before prepare(): a waiting reader grows nothing
+  std::span<char> dest = into.empty() ? rbuf_.prepare(16 * 1024) : into;
+  Recv r = recv_socket(dest.data(), dest.size(), got);
+  if (r == Recv::data && into.empty()) rbuf_.commit(got);
+  return r;
+}
+
+// One recv() from the socket (plaintext, or ciphertext for the TLS session), keeping the
+// readiness, short-read and EOF state; a socket error fails the stream and is thrown.
+StreamTransport::Recv StreamTransport::recv_socket(char* data, std::size_t size, std::size_t& got) {
+  got = 0;
   if (!watch_.readable) return Recv::again;
   for (;;) {
-    std::span<char> dest = into.empty() ? rbuf_.prepare(16 * 1024) : into;
-    ssize_t n = ::recv(fd_, dest.data(), dest.size(), 0);
+    ssize_t n = ::recv(fd_, data, size, 0);
     if (n > 0) {
       got = static_cast<std::size_t>(n);
-      if (into.empty()) rbuf_.commit(got);
-      if (got < dest.size()) note_short_read();
+      if (got < size) note_short_read();
       return Recv::data;
     }
     if (n == 0) {
@@ -310,28 +319,11 @@ StreamTransport::Recv StreamTransport::recv_tls(std::span<char> into, std::size_
 // One recv() of ciphertext into the session. A peer that closes without close_notify ends the
 // stream as EOF, as asyncio does (peer_sent_close_notify() tells the two apart).
 StreamTransport::Recv StreamTransport::receive_ciphertext() {
-  if (!watch_.readable) return Recv::again;
   char buf[16 * 1024];
-  for (;;) {
-    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-    if (n > 0) {
-      tls_->feed(buf, static_cast<std::size_t>(n));
-      if (static_cast<std::size_t>(n) < sizeof buf) note_short_read();
-      return Recv::data;
-    }
-    if (n == 0) {
-      read_eof_ = true;
-      return Recv::eof;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      watch_.readable = false;
-      return Recv::again;
-    }
-    int err = errno;
-    fail(err, "recv");
-    std::rethrow_exception(error_);
-  }
+  std::size_t got = 0;
+  Recv r = recv_socket(buf, sizeof buf, got);
+  if (r == Recv::data) tls_->feed(buf, got);
+  return r;
 }
 
 // Moves the session's ciphertext to the socket: sent at once when nothing is queued, the rest

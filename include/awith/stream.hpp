@@ -214,6 +214,7 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   bool try_send(const char*& p, std::size_t& n) noexcept;
   void fail_with(std::exception_ptr error) noexcept;
   void note_short_read() noexcept;
+  Recv recv_socket(char* data, std::size_t size, std::size_t& got);
   // TLS: plaintext in and out of the session, ciphertext through the socket.
   Recv recv_tls(std::span<char> into, std::size_t& got);
   Recv receive_ciphertext();
