@@ -28,19 +28,23 @@ inline std::string pyrepr(const std::string& s) {
   return out + "'";
 }
 
+// Reads a child process's stdout to the end and reaps it (blocking: call it off the loop).
+inline std::string read_and_close(FILE* p) {
+  std::string out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
 // Runs a shell command to completion on the default executor (the loop keeps serving meanwhile);
 // returns its stdout. Every command the tests run is bounded with `timeout`.
 inline Task<std::string> run_command(std::string command) {
   // A named awaitable: g++ 12 destroys a capturing lambda temporary of a co_await expression twice.
   auto running = to_thread([command] {
-    std::string out;
     FILE* p = ::popen(command.c_str(), "r");
-    if (!p) return out;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    ::pclose(p);
-    return out;
+    return p ? read_and_close(p) : std::string();
   });
   co_return co_await running;
 }

@@ -80,14 +80,7 @@ Task<FILE*> start_python(const std::string& script, std::string& first_line) {
   co_return p;
 }
 Task<std::string> finish_python(FILE* p) {
-  auto reading = to_thread([p] {
-    std::string out;
-    char buf[512];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    ::pclose(p);
-    return out;
-  });
+  auto reading = to_thread([p] { return test::read_and_close(p); });
   co_return co_await reading;
 }
 
