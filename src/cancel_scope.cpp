@@ -8,8 +8,9 @@ DeadlineScope::DeadlineScope(std::optional<TimePoint> deadline, bool shield) noe
   TimerNode::fire = &on_deadline;
 }
 
-DeadlineScope::DeadlineScope(DeadlineScope&& other) noexcept
+DeadlineScope::DeadlineScope(DeadlineScope&& other)
     : TimerNode(), deadline_(other.deadline_), fired_(other.fired_) {
+  if (other.entered()) throw InvalidStateError("a cancel scope cannot be moved once it has been entered");
   TimerNode::fire = &on_deadline;
   scope_.shielded = other.scope_.shielded;
   scope_.cancel_stamp = other.scope_.cancel_stamp;

@@ -2,8 +2,8 @@
 
 namespace awith::detail {
 
-GatherWait::GatherWait(std::vector<TaskBase*> tasks, bool return_exceptions)
-    : children_(tasks.size()), return_exceptions_(return_exceptions) {
+GatherWait::GatherWait(std::vector<TaskBase*> tasks, bool return_exceptions, bool interruptible)
+    : children_(tasks.size()), return_exceptions_(return_exceptions), interruptible_(interruptible) {
   Waiter::detach = &on_detach;
   for (std::size_t i = 0; i < tasks.size(); ++i) {
     auto& c = children_[i];
@@ -33,7 +33,16 @@ bool GatherWait::ready() const noexcept {
 }
 
 bool GatherWait::await_suspend(std::coroutine_handle<> h) {
-  if (!begin(h)) return false;
+  if (!interruptible_) {
+    begin_shielded(h);
+  } else if (!begin(h)) {
+    // Already cancelled when it would wait: as asyncio's gather, cancel every child and still
+    // wait for them all; await_resume then raises CancelledError.
+    cancel_requested_ = true;
+    cancel_children();
+    if (remaining_ == 0) return false;
+    begin_shielded(h);
+  }
   waiting_ = true;
   for (auto& c : children_) {
     if (!c.task->done()) {
@@ -58,11 +67,15 @@ void GatherWait::on_child_done(CompletionNode* n) noexcept {
   }
 }
 
+void GatherWait::cancel_children() noexcept {
+  for (auto& c : children_)
+    if (!c.task->done()) c.task->cancel();
+}
+
 bool GatherWait::on_detach(Waiter* w) noexcept {
   auto* self = static_cast<GatherWait*>(w);
   self->cancel_requested_ = true;
-  for (auto& c : self->children_)
-    if (!c.task->done()) c.task->cancel();
+  self->cancel_children();
   return false;  // keep waiting until every child has finished
 }
 

@@ -5,10 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <stdexcept>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <system_error>
 #include <thread>
 
@@ -30,13 +33,37 @@ bool env_debug() {
 }  // namespace
 
 namespace detail {
-extern int g_debug_loops;
-bool g_debug_enabled = false;
+// True while any debug loop exists in the process: a cheap first test on hot paths (Task
+// destruction); the reports themselves go only to a debug loop. Loops on several threads come
+// and go at once, so the count is updated under a mutex and the flag is atomic.
+std::atomic<bool> g_debug_enabled{false};
+
+namespace {
+std::mutex g_debug_loops_mutex;
 int g_debug_loops = 0;
 
+void count_debug_loop(int delta) noexcept {
+  std::lock_guard lock(g_debug_loops_mutex);
+  g_debug_loops += delta;
+  g_debug_enabled.store(g_debug_loops > 0, std::memory_order_relaxed);
+}
+}  // namespace
+
 void CallbackNode::run() {
-  if (!cancelled) invoke();
+  if (!cancelled) {
+    try {
+      invoke();
+    } catch (...) {
+      loop->call_exception_handler(ExceptionContext("Exception in callback", std::current_exception(), {}, where));
+    }
+  }
   release();
+}
+
+int poll_timeout_ms(TimePoint deadline, TimePoint now) noexcept {
+  if (deadline <= now) return 0;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return ms > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max() : static_cast<int>(ms);
 }
 
 void CallbackNode::release() noexcept {
@@ -62,8 +89,11 @@ void Handle::cancel() noexcept {
 }
 
 EventLoop::EventLoop(LoopOptions options) : options_(options), owner_thread_(&tl_thread_token) {
+  if (options_.task_budget < 0) throw std::invalid_argument("LoopOptions::task_budget must be >= 0");
+  if (options_.executor_shutdown_timeout && *options_.executor_shutdown_timeout < Duration::zero())
+    throw std::invalid_argument("LoopOptions::executor_shutdown_timeout must be >= 0");
+  task_budget_ = options_.task_budget == 0 ? INT_MAX / 2 : options_.task_budget;
   if (env_debug()) options_.debug = true;
-  if (options_.debug) detail::g_debug_enabled = ++detail::g_debug_loops > 0;
   if (options_.max_workers == 0)
     options_.max_workers = std::min<std::size_t>(32, std::thread::hardware_concurrency() + 4);
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -82,11 +112,12 @@ EventLoop::EventLoop(LoopOptions options) : options_(options), owner_thread_(&tl
   add_watch(&wake_watch_);
   watches_ = 0;  // the wake-up fd does not count as pending I/O
   virtual_now_ = Clock::now();
+  if (options_.debug) detail::count_debug_loop(+1);
 }
 
 EventLoop::~EventLoop() {
   shutdown_executor();
-  if (options_.debug) detail::g_debug_enabled = --detail::g_debug_loops > 0;
+  if (options_.debug) detail::count_debug_loop(-1);
   // Callbacks that never ran are released; tasks still alive are the owner's responsibility
   // (run() cancels and awaits them before destroying the loop).
   while (!ready_.empty()) {
@@ -140,12 +171,13 @@ void EventLoop::run_forever() {
   stopping_ = false;
 }
 
-void EventLoop::call_soon_threadsafe(std::function<void()> f) {
+void EventLoop::call_soon_threadsafe(std::function<void()> f, SourceLocation where) {
+  detail::require_callable(f, "call_soon_threadsafe");
   bool need_wake;
   {
     std::lock_guard lock(threadsafe_mutex_);
     if (closed_) throw RuntimeError("call_soon_threadsafe() on a closed event loop");
-    threadsafe_.push_back(std::move(f));
+    threadsafe_.push_back(ThreadsafeCall{std::move(f), where});
     need_wake = !wake_pending_.load(std::memory_order_relaxed);
     wake_pending_.store(true, std::memory_order_release);
   }
@@ -163,7 +195,7 @@ void EventLoop::drain_threadsafe() {
     threadsafe_swap_.swap(threadsafe_);
     wake_pending_.store(false, std::memory_order_relaxed);
   }
-  for (auto& f : threadsafe_swap_) call_soon(std::move(f));
+  for (auto& call : threadsafe_swap_) call_soon(std::move(call.fn), call.where);
   threadsafe_swap_.clear();
 }
 
@@ -172,12 +204,12 @@ void EventLoop::add_watch(detail::IoWatch* watch) {
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = watch;
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, watch->fd, &ev) < 0) throw_errno("epoll_ctl(ADD)");
-  ++watches_;
+  if (!watch->background) ++watches_;
 }
 
 void EventLoop::remove_watch(detail::IoWatch* watch) noexcept {
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, watch->fd, nullptr);
-  --watches_;
+  if (!watch->background) --watches_;
 }
 
 void EventLoop::poll_io(int timeout_ms) {
@@ -267,13 +299,39 @@ void EventLoop::run_timers(TimePoint now) {
   }
 }
 
+bool EventLoop::outside_events() const noexcept {
+  return watches_ > 0 || wake_pending_.load(std::memory_order_acquire) ||
+         detail::signal_arrived.load(std::memory_order_acquire);
+}
+
+// Between two task steps once kPollSteps steps ran since the last poll: what I/O and due timers
+// woke runs next, ahead of the rest of this iteration, so their latency is bounded by kPollSteps
+// steps however many tasks are ready. Returns how many runnables it put at the front.
+std::size_t EventLoop::poll_between_steps() {
+  steps_since_poll_ = 0;
+  bool events = outside_events();
+  bool timer_due = !timers_.empty() && timers_.front()->when <= time();
+  if (!events && !timer_due) return 0;
+  std::size_t before = ready_.size();
+  if (events) poll_io(0);
+  if (!timers_.empty()) run_timers(time());
+  std::size_t woke = ready_.size() - before;
+  ready_.move_back_to_front(woke);
+  return woke;
+}
+
 void EventLoop::run_once() {
-  // Poll I/O when idle, and every 64 iterations while busy so that ready tasks cannot starve I/O
-  // or other threads' call_soon_threadsafe; a busy loop with neither skips the syscall.
+  // Poll I/O when idle, and after every kPollSteps task steps while busy (also in the middle of
+  // an iteration), so that ready tasks cannot starve I/O, timers or other threads'
+  // call_soon_threadsafe; a busy loop with none of them skips the syscall.
+  // With more than kPollSteps runnables ready, the poll and the due timers wait for the poll
+  // between steps that this iteration is sure to reach: what they wake then runs first, instead
+  // of behind every runnable already queued. With fewer, they are queued at the back (asyncio's
+  // order).
   bool busy = !ready_.empty();
-  bool outside_events = watches_ > 0 || wake_pending_.load(std::memory_order_acquire);
-  if (!busy || (outside_events && ++iterations_since_poll_ >= 64)) {
-    iterations_since_poll_ = 0;
+  bool poll_between = ready_.size() > kPollSteps;
+  if (!busy || (!poll_between && steps_since_poll_ >= kPollSteps && outside_events())) {
+    steps_since_poll_ = 0;
     int timeout_ms = 0;
     if (!busy && !stopping_) {
       if (timers_.empty()) {
@@ -292,10 +350,7 @@ void EventLoop::run_once() {
           timeout_ms = 1;  // let threads and sockets progress before jumping
         }
       } else {
-        auto wait = timers_.front()->when - Clock::now();
-        timeout_ms = wait <= Duration::zero()
-                         ? 0
-                         : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wait).count());
+        timeout_ms = detail::poll_timeout_ms(timers_.front()->when, Clock::now());
       }
     }
     poll_io(timeout_ms);
@@ -303,40 +358,81 @@ void EventLoop::run_once() {
       virtual_now_ = std::max(virtual_now_, timers_.front()->when);
     }
   }
-  if (!timers_.empty()) run_timers(time());
+  if (!poll_between && !timers_.empty()) run_timers(time());
 
   std::size_t n = ready_.size();
   if (!options_.debug) {
-    while (n-- > 0) ready_.pop()->run();
+    while (n > 0) {
+      --n;
+      ready_.pop()->run();
+      if (++steps_since_poll_ >= kPollSteps && n > 0) n += poll_between_steps();
+    }
     return;
   }
-  while (n-- > 0) {
+  while (n > 0) {
+    --n;
+    auto* r = ready_.pop();
+    // Held across run() so that a slow step can still be described after it ended.
+    auto* task = dynamic_cast<detail::TaskBase*>(r);
+    auto* callback = dynamic_cast<detail::CallbackNode*>(r);
+    if (task) task->add_ref();
+    if (callback) ++callback->refs;
     auto start = Clock::now();
-    ready_.pop()->run();
+    r->run();
     auto took = Clock::now() - start;
     if (took > options_.slow_callback_duration) {
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
-      std::string who = current_task_ ? current_task_->describe() : std::string("a callback");
-      call_exception_handler("executing " + who + " took " + std::to_string(ms) + " ms (blocked the loop)");
+      std::string message = std::string("Executing ") + (task ? "a task step" : "a callback") + " took " +
+                            std::to_string(ms) + " ms (blocked the loop)";
+      std::optional<SourceLocation> where;
+      if (callback) where = callback->where;
+      call_exception_handler(ExceptionContext(std::move(message), nullptr, task ? task->describe() : "", where));
     }
+    if (task) task->release();
+    if (callback) callback->release();
+    if (++steps_since_poll_ >= kPollSteps && n > 0) n += poll_between_steps();
   }
 }
 
-void EventLoop::call_exception_handler(const std::string& message) {
-  if (exception_handler_) {
-    exception_handler_(message);
-  } else {
-    std::fprintf(stderr, "awith: %s\n", message.c_str());
+void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
+  if (!exception_handler_) {
+    default_exception_handler(context);
+    return;
+  }
+  try {
+    ExceptionHandler handler = exception_handler_;  // the handler may replace itself
+    handler(context);
+  } catch (...) {
+    // Report both the handler's failure and the report it failed on, then carry on (asyncio).
+    try {
+      default_exception_handler(ExceptionContext("Unhandled error in exception handler", std::current_exception()));
+    } catch (...) {
+    }
+    default_exception_handler(context);
   }
 }
 
-void EventLoop::submit_to_executor(std::function<void()> job) {
-  if (!executor_) executor_ = std::make_unique<detail::ThreadPool>(options_.max_workers);
-  executor_->submit(std::move(job));
+void EventLoop::default_exception_handler(const ExceptionContext& context) noexcept {
+  try {
+    std::string text = context.describe();
+    std::fprintf(stderr, "awith: %s\n", text.c_str());
+  } catch (...) {
+    std::fprintf(stderr, "awith: %s\n", context.message.c_str());
+  }
+}
+
+void EventLoop::submit_to_executor(std::function<void()> work, std::function<void()> completion) {
+  if (!executor_) {
+    executor_ = std::make_unique<detail::ThreadPool>(
+        options_.max_workers, [this](std::function<void()> f) { call_soon_threadsafe(std::move(f)); });
+  }
+  executor_->submit(std::move(work), std::move(completion));
 }
 
 void EventLoop::shutdown_executor() noexcept {
-  if (executor_) executor_->shutdown();
+  if (!executor_) return;
+  if (auto report = executor_->shutdown(options_.executor_shutdown_timeout))
+    call_exception_handler(ExceptionContext(std::move(*report)));
 }
 
 void EventLoop::abandon_tasks() noexcept {

@@ -7,6 +7,20 @@
 namespace awith {
 namespace detail {
 
+thread_local constinit StepBudget::State StepBudget::state{0, 0, false};
+
+namespace {
+// A yielded task has nothing registered anywhere: a cancellation just interrupts the yield.
+bool detach_yield(Waiter*) noexcept { return true; }
+Waiter g_yield_waiter{&detach_yield};
+
+bool any_scope_cancelled(const Scope* from) noexcept {
+  for (const Scope* s = from; s; s = s->parent)
+    if (s->cancel_stamp != 0) return true;
+  return false;
+}
+}  // namespace
+
 TaskBase::TaskBase(EventLoop& loop, std::coroutine_handle<> root, SourceLocation where) noexcept
     : loop_(&loop), resume_(root), where_(where) {
   own_scope_.task = this;
@@ -16,18 +30,14 @@ TaskBase::TaskBase(EventLoop& loop, std::coroutine_handle<> root, SourceLocation
 
 TaskBase::~TaskBase() {
   if (exception_ && !ended_cancelled_ && !retrieved_) {
-    std::string what = "unknown exception";
     try {
-      std::rethrow_exception(exception_);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    std::string message = "task exception was never retrieved: " + describe() + ": " + what;
-    if (auto* running = EventLoop::current()) {
-      running->call_exception_handler(message);
-    } else {
-      std::fprintf(stderr, "awith: %s\n", message.c_str());
+      ExceptionContext context("Task exception was never retrieved", exception_, describe());
+      if (auto* running = EventLoop::current()) {
+        running->call_exception_handler(context);
+      } else {
+        EventLoop::default_exception_handler(context);
+      }
+    } catch (...) {  // building the report failed (out of memory): a destructor must not throw
     }
   }
 }
@@ -58,6 +68,55 @@ int TaskBase::uncancel() noexcept {
 }
 
 bool TaskBase::cancel_visible() const noexcept { return visible_cancelled_scope(top_) != nullptr; }
+
+bool TaskBase::checkpoint_passes() noexcept {
+  auto& st = StepBudget::state;
+  AwaitObserver* observer = loop_->await_observer();
+  if (observer) observer->on_await(*this);
+  st.remaining += st.banked;
+  st.banked = 0;
+  if (maybe_cancelled_) {
+    if (cancel_visible()) return false;
+    // A request hidden by a cleanup scope stays in the stack: keep checking at awaits that always
+    // check; leaving that scope forces the fast path back through the full check.
+    maybe_cancelled_ = any_scope_cancelled(top_);
+  }
+  st.must_check = maybe_cancelled_ || observer;
+  if (observer) {  // every await must come back here to be observed
+    st.banked = st.remaining;
+    st.remaining = 0;
+  }
+  return true;
+}
+
+void TaskBase::note_scope_change(bool cancelled) noexcept {
+  if (cancelled) maybe_cancelled_ = true;
+  if (maybe_cancelled_ && loop_->current_task() == this) StepBudget::force_check();
+}
+
+void TaskBase::yield_then_retry(std::coroutine_handle<> h, bool (*retry)(void*) noexcept, void* arg) noexcept {
+  resume_ = h;
+  waiter_ = &g_yield_waiter;
+  retry_ = retry;
+  retry_arg_ = arg;
+  schedule();
+}
+
+void TaskBase::enter_unconstrained() noexcept {
+  if (unconstrained_++ == 0 && loop_->current_task() == this) {
+    auto& st = StepBudget::state;
+    (st.must_check ? st.banked : st.remaining) = INT_MAX / 2;
+  }
+}
+
+void TaskBase::leave_unconstrained() noexcept {
+  if (--unconstrained_ == 0 && loop_->current_task() == this) {
+    auto& st = StepBudget::state;
+    int budget = loop_->task_budget();
+    st.remaining = std::min(st.remaining, st.must_check ? 0 : budget);
+    st.banked = std::min(st.banked, budget);
+  }
+}
 
 Scope* TaskBase::visible_cancelled_scope(Scope* from) const noexcept {
   std::uint64_t barrier = 0;
@@ -94,9 +153,21 @@ void TaskBase::run() {
   TaskBase* previous = loop_->current_task();
   loop_->set_current_task(this);
   add_ref();
-  resume_.resume();
+  AwaitObserver* observer = loop_->await_observer();
+  int budget = unconstrained_ ? INT_MAX / 2 : loop_->task_budget();
+  bool check = maybe_cancelled_ || observer;
+  auto& st = StepBudget::state;
+  st = {check ? 0 : budget, check ? budget : 0, check};
+  bool resume = true;
+  if (retry_) [[unlikely]] {  // a yielded operation: complete it or register its wait first
+    auto retry = std::exchange(retry_, nullptr);
+    if (!interrupted_) resume = retry(retry_arg_);
+  }
+  if (resume) resume_.resume();
+  st = {0, 0, false};
   loop_->set_current_task(previous);
   if (!done() && coroutine_done()) take_result();
+  if (observer) observer->on_step_end(*this);
   release();
 }
 
@@ -142,6 +213,7 @@ void TaskBase::remove_completion(CompletionNode* n) noexcept {
 void Scope::request_cancel() noexcept {
   if (task) {
     cancel_stamp = task->loop().next_cancel_stamp();
+    task->note_scope_change(true);
     task->on_cancel_request();
   } else if (auto* loop = EventLoop::current()) {
     cancel_stamp = loop->next_cancel_stamp();
@@ -154,10 +226,12 @@ void Scope::enter(TaskBase* owner) noexcept {
   task = owner;
   parent = owner->top_scope();
   owner->set_top_scope(this);
+  owner->note_scope_change(cancel_stamp != 0);
 }
 
 void Scope::exit() noexcept {
   if (!task) return;
+  task->note_scope_change(false);  // leaving a shield or a cleanup scope may uncover a request
   if (task->top_scope() == this) {
     task->set_top_scope(parent);
   } else {

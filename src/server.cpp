@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <system_error>
 
 #include "awith/cancel_scope.hpp"
 #include "awith/context.hpp"
@@ -144,8 +145,9 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
         case ENOMEM: {
           // Out of descriptors or memory: retrying at once would spin. Pause, as asyncio does.
           int err = errno;
-          loop_->call_exception_handler("socket.accept() out of system resource on " + l.address.to_string() +
-                                        ": " + std::strerror(err) + "; pausing accept");
+          loop_->call_exception_handler(
+              ExceptionContext("socket.accept() out of system resource on " + l.address.to_string() + "; pausing accept",
+                               std::make_exception_ptr(std::system_error(err, std::generic_category(), "accept"))));
           accept_paused_ = true;
           retry_ = loop_->call_later(options_.accept_retry_delay, [this] {
             accept_paused_ = false;
@@ -155,7 +157,9 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
         }
         default: {
           int err = errno;
-          loop_->call_exception_handler("accept() on " + l.address.to_string() + " failed: " + std::strerror(err));
+          loop_->call_exception_handler(
+              ExceptionContext("accept() on " + l.address.to_string() + " failed",
+                               std::make_exception_ptr(std::system_error(err, std::generic_category(), "accept"))));
           l.readable = false;
           return;
         }
@@ -166,9 +170,9 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   void start_connection(int fd) {
     try {
       create_task(run_connection(shared_from_this(), fd));
-    } catch (const std::exception& e) {
+    } catch (const std::exception&) {
       ::close(fd);
-      loop_->call_exception_handler(std::string("could not start a connection task: ") + e.what());
+      loop_->call_exception_handler(ExceptionContext("could not start a connection task", std::current_exception()));
     }
   }
 
@@ -274,11 +278,8 @@ Task<bool> ServerState::tls_handshake(ServerState& s, StreamWriter& writer) {
   if (!failure) co_return true;
   if (is_cancelled_error(failure)) std::rethrow_exception(failure);
   if (s.loop_->debug()) {
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      s.loop_->call_exception_handler("TLS handshake with " + writer.peername().to_string() + " failed: " + e.what());
-    }
+    s.loop_->call_exception_handler(
+        ExceptionContext("TLS handshake with " + writer.peername().to_string() + " failed", failure));
   }
   co_return false;
 }
@@ -291,8 +292,9 @@ Task<void> ServerState::run_connection(std::shared_ptr<ServerState> s, int fd) {
     options.write_high_water = s->options_.write_high_water;
     options.write_low_water = s->options_.write_low_water;
     pair = make_stream(fd, options);
-  } catch (const std::exception& e) {
-    s->loop_->call_exception_handler(std::string("could not register an accepted connection: ") + e.what());
+  } catch (const std::exception&) {
+    s->loop_->call_exception_handler(
+        ExceptionContext("could not register an accepted connection", std::current_exception()));
     co_return;
   }
   Attached attached(s.get(), pair.writer.transport());
@@ -305,15 +307,8 @@ Task<void> ServerState::run_connection(std::shared_ptr<ServerState> s, int fd) {
   }
   bool cancelled = failure && is_cancelled_error(failure);
   if (failure && !cancelled) {
-    std::string what = "unknown exception";
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    s->loop_->call_exception_handler("Unhandled exception in client_connected_cb (peer " +
-                                     pair.writer.peername().to_string() + "): " + what);
+    s->loop_->call_exception_handler(ExceptionContext(
+        "Unhandled exception in client_connected_cb (peer " + pair.writer.peername().to_string() + ")", failure));
   }
   if (cancelled) {
     pair.writer.abort();  // no close_notify: the peer must not take a cut-off reply for a whole one

@@ -205,8 +205,25 @@ void IoWaitList::wake_all() noexcept {
 
 // --- StreamTransport ---------------------------------------------------------------------------
 
+namespace {
+// A size above PTRDIFF_MAX is a negative number converted to std::size_t (o.limit = -1): an
+// unbounded buffer by accident, rejected like asyncio's ValueError for a limit <= 0.
+const char* invalid_sizes(const StreamOptions& o) noexcept {
+  constexpr auto max = static_cast<std::size_t>(PTRDIFF_MAX);
+  if (o.limit == 0 || o.limit > max) return "StreamOptions::limit must be greater than zero";
+  if (o.write_high_water > max || o.write_low_water > max)
+    return "StreamOptions::write_high_water and write_low_water must not be negative";
+  return nullptr;
+}
+}  // namespace
+
 StreamTransport::StreamTransport(int fd, const StreamOptions& options)
     : loop_(&EventLoop::running()), fd_(fd), options_(options) {
+  if (const char* bad = invalid_sizes(options_)) {
+    ::close(fd);
+    fd_ = -1;
+    throw std::invalid_argument(bad);
+  }
   if (options_.write_low_water > options_.write_high_water) options_.write_low_water = options_.write_high_water;
   peer_ = SocketAddress::peer_of(fd);
   local_ = SocketAddress::local_of(fd);
@@ -505,6 +522,7 @@ void StreamTransport::flush() noexcept {
 }
 
 Task<void> StreamTransport::drain() {
+  co_await checkpoint();  // a drain that need not wait is still a cancellation point
   for (;;) {
     if (error_) std::rethrow_exception(error_);
     if (fd_ < 0) raise_connection_lost();
@@ -605,6 +623,7 @@ using detail::StreamTransport;
 
 Task<std::string> StreamReader::read(std::ptrdiff_t n) {
   auto t = t_;
+  co_await checkpoint();  // buffered data must not let a busy reader ignore cancellation
   if (n == 0) co_return std::string();
   auto& buf = t->read_buffer();
   if (n < 0) {
@@ -625,6 +644,7 @@ Task<std::string> StreamReader::read(std::ptrdiff_t n) {
 
 Task<std::size_t> StreamReader::read_into(std::span<char> dest) {
   auto* t = t_.get();
+  co_await checkpoint();
   if (dest.empty()) co_return 0;
   auto& buf = t->read_buffer();
   if (!buf.empty()) {
@@ -644,6 +664,7 @@ Task<std::size_t> StreamReader::read_into(std::span<char> dest) {
 
 Task<std::string> StreamReader::readuntil(std::string separator) {
   auto t = t_;
+  co_await checkpoint();
   if (separator.empty()) raise_invalid("readuntil(): separator must not be empty");
   auto& buf = t->read_buffer();
   const std::size_t limit = t->options().limit;
@@ -684,15 +705,17 @@ Task<std::string> StreamReader::readline() {
   }
 }
 
-Task<std::string> StreamReader::readexactly(std::size_t n) {
+Task<std::string> StreamReader::readexactly(std::ptrdiff_t n) {
+  if (n < 0) raise_invalid("readexactly size can not be less than zero");
+  const auto size = static_cast<std::size_t>(n);
   auto t = t_;
   auto& buf = t->read_buffer();
-  while (buf.size() < n) {
+  while (buf.size() < size) {
     auto r = t->recv_some();
-    if (r == StreamTransport::Recv::eof) raise_incomplete(buf, n);
+    if (r == StreamTransport::Recv::eof) raise_incomplete(buf, size);
     if (r == StreamTransport::Recv::again) co_await t->wait_readable();
   }
-  co_return buf.take(n);
+  co_return buf.take(size);
 }
 
 // --- StreamWriter ------------------------------------------------------------------------------
@@ -807,6 +830,7 @@ Task<StreamPair> connect_any(const std::vector<AddrInfo>& addrs, const StreamOpt
 }  // namespace
 
 Task<StreamPair> open_connection(std::string host, std::uint16_t port, StreamOptions options) {
+  if (const char* bad = detail::invalid_sizes(options)) raise_invalid(bad);  // before resolving and connecting
   std::vector<AddrInfo> addrs;
   // A numeric address needs no resolver; names go to getaddrinfo on the default executor, which
   // blocks (files, DNS) and must not run on the loop.
@@ -843,6 +867,7 @@ Task<StreamPair> open_connection(std::string host, std::uint16_t port, StreamOpt
 }
 
 Task<StreamPair> open_unix_connection(std::string path, StreamOptions options) {
+  if (const char* bad = detail::invalid_sizes(options)) raise_invalid(bad);
   sockaddr_un un{};
   if (path.size() >= sizeof un.sun_path) raise_invalid("open_unix_connection(): path too long");
   un.sun_family = AF_UNIX;

@@ -76,30 +76,40 @@ ConditionWait::~ConditionWait() {
   }
 }
 
-bool BarrierWait::await_ready() {
-  Barrier& b = *barrier;
-  if (b.state_ == Barrier::State::broken) {
-    outcome = Outcome::aborted;
-    return true;
-  }
-  if (b.state_ == Barrier::State::filling && b.count_ + 1 == b.parties_) {
-    b.arrive(this);  // the last party trips the barrier without waiting
-    return true;
-  }
-  return false;
+// A broken barrier fails at once, and the last party trips it without waiting.
+bool BarrierWait::can_complete() const noexcept {
+  const Barrier& b = *barrier;
+  return b.state_ == Barrier::State::broken || (b.state_ == Barrier::State::filling && b.count_ + 1 == b.parties_);
 }
 
-bool BarrierWait::await_suspend(std::coroutine_handle<> h) {
+void BarrierWait::complete() noexcept {
+  if (barrier->state_ == Barrier::State::broken) {
+    outcome = Outcome::aborted;
+  } else {
+    barrier->arrive(this);
+  }
+}
+
+void BarrierWait::enqueue() noexcept {
   Barrier& b = *barrier;
-  (b.state_ == Barrier::State::filling ? b.waiting_ : b.blocked_).bind_running_loop();
-  if (!begin(h)) return false;
   if (b.state_ == Barrier::State::filling) {
     b.arrive(this);
   } else {
     blocked = true;
     b.blocked_.push_back(this);
   }
+}
+
+bool BarrierWait::await_ready() {
+  if (!StepBudget::take() || !can_complete()) return false;
+  complete();
   return true;
+}
+
+bool BarrierWait::await_suspend(std::coroutine_handle<> h) {
+  Barrier& b = *barrier;
+  (b.state_ == Barrier::State::filling ? b.waiting_ : b.blocked_).bind_running_loop();
+  return attempt_op(*this, h);
 }
 
 std::size_t BarrierWait::await_resume() {

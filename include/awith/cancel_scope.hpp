@@ -23,11 +23,13 @@ namespace awith {
 namespace detail {
 
 // A Scope on the running task, with an optional deadline that cancels it. Shared by CancelScope,
-// Timeout and TaskGroup's body. Not movable once entered (the timer and the scope stack point at it).
+// Timeout and TaskGroup's body. Movable until it is entered (async_with takes a prvalue manager by
+// moving it); once entered, the timer and the task's scope stack point at it, so moving it throws
+// InvalidStateError and leaves it untouched, still in force.
 class DeadlineScope : TimerNode {
  public:
   explicit DeadlineScope(std::optional<TimePoint> deadline = std::nullopt, bool shield = false) noexcept;
-  DeadlineScope(DeadlineScope&& other) noexcept;
+  DeadlineScope(DeadlineScope&& other);
   DeadlineScope& operator=(DeadlineScope&&) = delete;
   ~DeadlineScope();
 
@@ -55,6 +57,7 @@ class DeadlineScope : TimerNode {
 
 }  // namespace detail
 
+// Movable until entered, like every scope (moving an entered one throws InvalidStateError).
 class CancelScope {
  public:
   explicit CancelScope(std::optional<TimePoint> deadline = std::nullopt, bool shield = false) noexcept

@@ -4,12 +4,13 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <concepts>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "awith/awaitable.hpp"
-#include "awith/context.hpp"
+#include "awith/async_with.hpp"
 #include "awith/runtime.hpp"
 #include "awith/task.hpp"
 
@@ -31,22 +32,28 @@ class AsyncExitStack {
     requires AsyncManager<std::remove_reference_t<M>>
   Task<detail::enter_result_t<std::remove_reference_t<M>>> enter_async_context(M&& manager) {
     using Plain = std::remove_cvref_t<M>;
-    std::shared_ptr<Plain> owned;
-    Plain* m;
+    static_assert(std::is_lvalue_reference_v<M> || std::is_move_constructible_v<Plain>,
+                  "enter_async_context(manager): the stack keeps a temporary manager after this expression, "
+                  "and this one cannot be moved; pass a factory that builds it in place: "
+                  "enter_async_context([&] { return Barrier(2); })");
     if constexpr (std::is_lvalue_reference_v<M>) {
-      m = &manager;
+      return enter_and_push(&manager, nullptr);
     } else {
-      owned = std::make_shared<Plain>(std::forward<M>(manager));
-      m = owned.get();
+      auto owned = std::make_shared<Plain>(std::forward<M>(manager));
+      Plain* m = owned.get();
+      return enter_and_push(m, std::move(owned));
     }
-    if constexpr (std::is_void_v<detail::enter_result_t<Plain>>) {
-      co_await m->aenter();
-      push_manager_exit(m, std::move(owned));
-    } else {
-      decltype(auto) bound = co_await m->aenter();
-      push_manager_exit(m, std::move(owned));
-      co_return static_cast<detail::enter_result_t<Plain>>(bound);
-    }
+  }
+  // The same for a manager the stack builds in place from make() (also one that cannot be moved);
+  // the stack owns it until its exit has run.
+  template <class F>
+    requires(!AsyncManager<std::remove_reference_t<F>> && std::invocable<F&> &&
+             AsyncManager<std::invoke_result_t<F&>>)
+  Task<detail::enter_result_t<std::invoke_result_t<F&>>> enter_async_context(F&& make) {
+    using Plain = std::invoke_result_t<F&>;
+    std::shared_ptr<Plain> owned(new Plain(make()));
+    Plain* m = owned.get();
+    return enter_and_push(m, std::move(owned));
   }
 
   // Registers a callback f() -> Task<void>, awaited on exit; it cannot suppress.
@@ -96,6 +103,17 @@ class AsyncExitStack {
   Task<bool> aexit(std::exception_ptr error);
 
  private:
+  template <class M>
+  Task<detail::enter_result_t<M>> enter_and_push(M* m, std::shared_ptr<void> owned) {
+    if constexpr (std::is_void_v<detail::enter_result_t<M>>) {
+      co_await m->aenter();
+      push_manager_exit(m, std::move(owned));
+    } else {
+      decltype(auto) bound = co_await m->aenter();
+      push_manager_exit(m, std::move(owned));
+      co_return static_cast<detail::enter_result_t<M>>(bound);
+    }
+  }
   template <class M>
   void push_manager_exit(M* m, std::shared_ptr<void> owned) {
     exits_.push_back([m, owned = std::move(owned)](std::exception_ptr e) -> Task<bool> {

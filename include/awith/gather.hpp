@@ -11,6 +11,8 @@
 #include <variant>
 #include <vector>
 
+#include "awith/awaitable.hpp"
+#include "awith/borrowing_task.hpp"
 #include "awith/errors.hpp"
 #include "awith/runtime.hpp"
 #include "awith/tasks.hpp"
@@ -55,7 +57,9 @@ namespace detail {
 // is cancelled and the wait goes on until all are done; then CancelledError is raised.
 class GatherWait : public WaitSlot {
  public:
-  GatherWait(std::vector<TaskBase*> tasks, bool return_exceptions);
+  // An uninterruptible wait (interruptible = false) ignores cancellation and waits for every task:
+  // for tasks that must not outlive the waiting code.
+  GatherWait(std::vector<TaskBase*> tasks, bool return_exceptions, bool interruptible = true);
   GatherWait(const GatherWait&) = delete;
   ~GatherWait();
   bool await_ready() const noexcept { return ready(); }
@@ -73,11 +77,13 @@ class GatherWait : public WaitSlot {
   static void on_child_done(CompletionNode* n) noexcept;
   static bool on_detach(Waiter* w) noexcept;
   void unregister_all() noexcept;
+  void cancel_children() noexcept;
 
   std::vector<Child> children_;
   std::size_t remaining_ = 0;
   TaskBase* first_failure_ = nullptr;
   bool return_exceptions_;
+  bool interruptible_;
   bool cancel_requested_ = false;
   bool waiting_ = false;
 };
@@ -89,6 +95,26 @@ auto as_handle(A&& a) {
     return D(a);
   } else {
     return create_task(std::forward<A>(a));
+  }
+}
+
+// An argument gather can move or copy into a task of its own is owned by that task; one it cannot
+// (an awaiter built in place such as ev.wait(), or an lvalue Task) is borrowed: a child task
+// awaits it where it is, in the caller's full expression.
+template <class A>
+inline constexpr bool borrowed_v = !std::is_constructible_v<std::remove_cvref_t<A>, A>;
+
+template <class P>
+Task<await_result_t<P>> await_in_place(P&& aw) {
+  co_return co_await std::forward<P>(aw);
+}
+
+template <class A>
+auto child_of(A&& a) {
+  if constexpr (borrowed_v<A>) {
+    return create_task(await_in_place(std::forward<A>(a)));
+  } else {
+    return as_handle(std::forward<A>(a));
   }
 }
 
@@ -135,6 +161,44 @@ Task<std::tuple<Outcome<gathered_t<typename handle_value<H>::type>>...>> gather_
   co_return std::tuple<Outcome<gathered_t<typename handle_value<H>::type>>...>(outcome_of(handles)...);
 }
 
+template <bool Outcomes, class... H>
+using gather_result_t = std::conditional_t<Outcomes, std::tuple<Outcome<gathered_t<typename handle_value<H>::type>>...>,
+                                           std::tuple<gathered_t<typename handle_value<H>::type>...>>;
+
+// gather with borrowed arguments. The children start when this is awaited, in the caller's
+// expression; every borrowed child has finished before it returns (one still running when
+// gather raises is cancelled and awaited), since its awaitable dies with that expression.
+template <bool Outcomes, class... A>
+Task<gather_result_t<Outcomes, decltype(child_of(std::declval<A>()))...>> gather_in_place(A&&... aws) {
+  std::tuple<decltype(child_of(std::forward<A>(aws)))...> handles{child_of(std::forward<A>(aws))...};
+  std::exception_ptr error;
+  std::optional<gather_result_t<Outcomes, decltype(child_of(std::declval<A>()))...>> result;
+  try {
+    if constexpr (Outcomes) {
+      result.emplace(co_await std::apply([](auto&... h) { return gather_outcomes(h...); }, handles));
+    } else {
+      result.emplace(co_await std::apply([](auto&... h) { return gather_handles(h...); }, handles));
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::vector<TaskBase*> running;
+  std::apply(
+      [&](auto&... h) {
+        constexpr bool borrowed[] = {borrowed_v<A>...};
+        std::size_t i = 0;
+        ((borrowed[i++] && !h.done() ? running.push_back(h.base()) : void()), ...);
+      },
+      handles);
+  if (!running.empty()) {
+    for (TaskBase* t : running) t->cancel();
+    GatherWait drained(std::move(running), true, false);
+    co_await drained;
+  }
+  if (error) std::rethrow_exception(error);
+  co_return std::move(*result);
+}
+
 template <class T>
 Task<std::vector<gathered_t<T>>> gather_vector(std::vector<TaskHandle<T>> handles) {
   std::vector<TaskBase*> bases;
@@ -176,21 +240,38 @@ auto handles_of(R&& range) {
 
 }  // namespace detail
 
-// gather(a, b, c): runs Tasks (scheduled as tasks) and TaskHandles concurrently; returns their
-// results as a tuple in argument order (Void for Task<void>). The first exception propagates and
-// the others keep running; cancelling the awaiting task cancels every child (asyncio.gather).
-// Children are scheduled in argument order (a braced list fixes the evaluation order).
+// gather(a, b, c): runs awaitables concurrently, each in a task of its own (a TaskHandle is
+// awaited as it is); returns their results as a tuple in argument order (Void for void). The
+// first exception propagates and the others keep running; cancelling the awaiting task cancels
+// every child and waits for them (asyncio.gather). Children are scheduled in argument order.
+//
+// Ownership: arguments that can be moved or copied (Tasks, TaskHandles) are owned by their child
+// tasks, which start at once; the result is a Task that may be stored. An argument that cannot
+// (an awaiter built in place: ev.wait(), q.get(), lock.acquire(); an lvalue Task) is borrowed for
+// the caller's full expression: the result is then a BorrowingTask, awaited in that expression
+// (`co_await gather(ev.wait(), fetch())`); the children start when it is awaited, and a borrowed
+// child still running when gather raises is cancelled and awaited before gather returns.
 template <class... A>
   requires(!std::is_same_v<std::remove_cvref_t<A>, ReturnExceptions> && ...)
 auto gather(A&&... aws) {
-  std::tuple<decltype(detail::as_handle(std::forward<A>(aws)))...> handles{detail::as_handle(std::forward<A>(aws))...};
-  return std::apply([](auto&... h) { return detail::gather_handles(h...); }, handles);
+  static_assert((Awaitable<A> && ...), "gather(aws...): co_await must accept every argument");
+  if constexpr ((detail::borrowed_v<A> || ...)) {
+    return BorrowingTask(detail::gather_in_place<false>(std::forward<A>(aws)...));
+  } else {
+    std::tuple<decltype(detail::as_handle(std::forward<A>(aws)))...> handles{detail::as_handle(std::forward<A>(aws))...};
+    return std::apply([](auto&... h) { return detail::gather_handles(h...); }, handles);
+  }
 }
 // gather(return_exceptions, a, b, c): every child's Outcome, exceptions included.
 template <class... A>
 auto gather(ReturnExceptions, A&&... aws) {
-  std::tuple<decltype(detail::as_handle(std::forward<A>(aws)))...> handles{detail::as_handle(std::forward<A>(aws))...};
-  return std::apply([](auto&... h) { return detail::gather_outcomes(h...); }, handles);
+  static_assert((Awaitable<A> && ...), "gather(return_exceptions, aws...): co_await must accept every argument");
+  if constexpr ((detail::borrowed_v<A> || ...)) {
+    return BorrowingTask(detail::gather_in_place<true>(std::forward<A>(aws)...));
+  } else {
+    std::tuple<decltype(detail::as_handle(std::forward<A>(aws)))...> handles{detail::as_handle(std::forward<A>(aws))...};
+    return std::apply([](auto&... h) { return detail::gather_outcomes(h...); }, handles);
+  }
 }
 // gather(range): a vector of results. The range's Tasks are moved from.
 template <std::ranges::input_range R>

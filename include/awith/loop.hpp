@@ -9,11 +9,16 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "awith/errors.hpp"
+#include "awith/exception_context.hpp"
+#include "awith/source_location.hpp"
 #include "awith/task.hpp"
 
 namespace awith {
@@ -55,8 +60,15 @@ struct IoWatch {
   bool writable = false;
   bool hangup = false;
   bool peer_closed = false;
+  // A background watch (the signal pipe) does not count as pending I/O: the virtual clock still
+  // jumps and still reports a deadlock while it is registered.
+  bool background = false;
   void (*on_event)(IoWatch*) = nullptr;
 };
+
+// Set by awith's C signal handlers after they wrote to the signal pipe, cleared when the pipe is
+// read: a busy loop, which otherwise skips epoll while no fd is pending, then polls.
+extern std::atomic<bool> signal_arrived;
 
 struct CallbackNode;
 struct CallbackTimer : TimerNode {
@@ -70,7 +82,10 @@ struct CallbackNode : Runnable {
   bool cancelled = false;
   EventLoop* loop = nullptr;
   CallbackTimer timer;  // used only by call_later/call_at
+  SourceLocation where;  // where the callback was created, for the exception handler's report
   virtual void invoke() = 0;
+  // Runs the callback unless cancelled. What it throws goes to the loop's exception handler, as
+  // asyncio's Handle._run does: one failing callback must not stop the loop or leak the node.
   void run() final;
   void release() noexcept;
 
@@ -87,8 +102,35 @@ struct CallbackImpl final : CallbackNode {
   static void operator delete(void* p, std::size_t n) noexcept { FramePool::deallocate(p, n); }
 };
 
+template <class F>
+inline constexpr bool is_std_function_v = false;
+template <class R, class... A>
+inline constexpr bool is_std_function_v<std::function<R(A...)>> = true;
+
+// A null function pointer or an empty std::function would fail only when the loop runs it; reject
+// it where it is scheduled instead.
+template <class F>
+void require_callable(const F& f, const char* what) {
+  if constexpr (std::is_pointer_v<F> || is_std_function_v<F>) {
+    if (!f) throw std::invalid_argument(std::string(what) + "(): the callback is empty");
+  }
+}
+
+// now + delay, saturating at the ends of the clock's range instead of overflowing.
+constexpr TimePoint deadline_after(TimePoint now, Duration delay) noexcept {
+  Duration base = now.time_since_epoch();
+  if (delay > Duration::zero() && base > Duration::max() - delay) return TimePoint::max();
+  if (delay < Duration::zero() && base < Duration::min() - delay) return TimePoint::min();
+  return now + delay;
+}
+
+// The epoll_wait timeout until `deadline`: whole milliseconds rounded up, so a timer never fires
+// early, and clamped to int (a deadline more than 24.8 days away would otherwise wrap around).
+int poll_timeout_ms(TimePoint deadline, TimePoint now) noexcept;
+
 class TaskBase;
 class ThreadPool;
+struct AwaitObserver;
 
 // A ring buffer of runnables; amortised O(1) push and pop, no allocation once warm.
 class ReadyQueue {
@@ -99,6 +141,15 @@ class ReadyQueue {
     if (size_ == buf_.size()) grow();
     buf_[(head_ + size_) & (buf_.size() - 1)] = r;
     ++size_;
+  }
+  // Moves the last n entries to the front, in their order (what a mid-iteration poll woke).
+  void move_back_to_front(std::size_t n) noexcept {
+    const std::size_t mask = buf_.size() - 1;
+    for (std::size_t i = 0; i < n; ++i) {
+      Runnable* r = buf_[(head_ + size_ - 1) & mask];
+      head_ = (head_ - 1) & mask;
+      buf_[head_] = r;
+    }
   }
   Runnable* pop() noexcept {
     Runnable* r = buf_[head_];
@@ -157,12 +208,28 @@ struct LoopOptions {
   // Virtual time (trio's MockClock with autojump): when nothing is ready, time jumps to the next
   // timer instead of waiting. Timing tests become instant and exact.
   bool virtual_clock = false;
-  // Debug checks (also AWITH_DEBUG=1): never-awaited tasks, never-retrieved exceptions, callbacks
-  // that block the loop longer than slow_callback_duration.
+  // Debug checks (also AWITH_DEBUG=1), reported to this loop's exception handler only: coroutines
+  // never awaited, context managers entered and never exited, callbacks and task steps that block
+  // the loop longer than slow_callback_duration. (Task exceptions never retrieved are reported in
+  // every mode.)
   bool debug = false;
   Duration slow_callback_duration = std::chrono::milliseconds(100);
+  // Operations a task step may complete without suspending before the next one yields to the
+  // loop first (an uncontended lock, a non-empty queue, buffered stream data): timers, I/O and
+  // other tasks then run, and a deadline fires on time. 0 lifts the limit (not recommended).
+  int task_budget = 128;
   // Threads of the default executor (to_thread / run_in_executor); 0 = min(32, cores + 4).
   std::size_t max_workers = 0;
+  // How long shutting the default executor down (at the end of run(), and when the loop is
+  // destroyed) waits for jobs still running, such as a getaddrinfo that never returns; nullopt
+  // waits without a bound. asyncio's bound (300 s): a job may be real work the program relies on,
+  // which the process exit would cut short. After it the loop reports through the exception
+  // handler, drops the queued jobs and leaves the running ones on detached threads that never
+  // touch the loop again (their results are dropped). Negative: std::invalid_argument.
+  std::optional<Duration> executor_shutdown_timeout = std::chrono::seconds(300);
+  // Ctrl-C in awith::run as in asyncio.run: the first SIGINT cancels the main task, run() finishes
+  // the shutdown and throws KeyboardInterrupt; a second SIGINT ends the process (run.hpp).
+  bool handle_sigint = true;
 };
 
 class EventLoop {
@@ -184,31 +251,38 @@ class EventLoop {
   bool virtual_clock() const noexcept { return options_.virtual_clock; }
   const LoopOptions& options() const noexcept { return options_; }
 
+  // Callbacks run on the loop thread; what they throw goes to the exception handler, with
+  // `where` (the caller's line by default) as the callback's creation site.
   template <class F>
-  Handle call_soon(F&& f) {
+  Handle call_soon(F&& f, SourceLocation where = SourceLocation::current()) {
     check_thread("call_soon");
+    detail::require_callable(f, "call_soon");
     auto* node = new detail::CallbackImpl<std::decay_t<F>>(std::forward<F>(f));
     node->loop = this;
+    node->where = where;
     ++node->refs;  // the queue's reference
     ready_.push(node);
     return Handle{node};
   }
+  // A delay too long to represent saturates to a deadline that never comes.
   template <class F>
-  Handle call_later(Duration delay, F&& f) {
-    return call_at(time() + delay, std::forward<F>(f));
+  Handle call_later(Duration delay, F&& f, SourceLocation where = SourceLocation::current()) {
+    return call_at(detail::deadline_after(time(), delay), std::forward<F>(f), where);
   }
   template <class F>
-  Handle call_at(TimePoint when, F&& f) {
+  Handle call_at(TimePoint when, F&& f, SourceLocation where = SourceLocation::current()) {
     check_thread("call_at");
+    detail::require_callable(f, "call_at");
     auto* node = new detail::CallbackImpl<std::decay_t<F>>(std::forward<F>(f));
     node->loop = this;
+    node->where = where;
     ++node->refs;  // the timer's reference
     node->timer.fire = &fire_callback_timer;
     add_timer(&node->timer, when);
     return Handle{node};
   }
   // The one loop entry point that is safe from any thread: f runs on the loop thread soon.
-  void call_soon_threadsafe(std::function<void()> f);
+  void call_soon_threadsafe(std::function<void()> f, SourceLocation where = SourceLocation::current());
 
   // Runs until stop() is called.
   void run_forever();
@@ -220,10 +294,18 @@ class EventLoop {
     while (!pred()) run_once();
   }
 
-  // Loop exception handler (asyncio's call_exception_handler): reports go to stderr by default.
-  using ExceptionHandler = std::function<void(const std::string& message)>;
+  // The loop's exception handler (asyncio's): it receives what nobody else can, such as an
+  // exception thrown by a callback, a task exception never retrieved, a failed connection
+  // handler, or a debug-mode finding. The default prints to stderr; set_exception_handler(nullptr)
+  // restores it, and get_exception_handler() is empty while the default is in use.
+  using ExceptionHandler = std::function<void(const ExceptionContext& context)>;
   void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }
-  void call_exception_handler(const std::string& message);
+  const ExceptionHandler& get_exception_handler() const noexcept { return exception_handler_; }
+  // Never throws: if the handler throws, the default handler reports that error together with
+  // the original report ("Unhandled error in exception handler"), and the loop carries on.
+  void call_exception_handler(const ExceptionContext& context) noexcept;
+  // Prints context.describe() to stderr.
+  static void default_exception_handler(const ExceptionContext& context) noexcept;
 
   // --- for the runtime layers above (tasks, streams, servers) -----------------------------------
   void schedule(detail::Runnable* r) { ready_.push(r); }
@@ -232,11 +314,17 @@ class EventLoop {
   void add_watch(detail::IoWatch* watch);     // registers watch->fd (EPOLLET, in and out)
   void remove_watch(detail::IoWatch* watch) noexcept;
   std::uint64_t next_cancel_stamp() noexcept { return ++cancel_stamp_; }
+  int task_budget() const noexcept { return task_budget_; }
+  // While an observer is installed it sees every await of every task (awith::testing's sweeps).
+  void set_await_observer(detail::AwaitObserver* observer) noexcept { await_observer_ = observer; }
+  detail::AwaitObserver* await_observer() const noexcept { return await_observer_; }
   std::uint64_t last_cancel_stamp() const noexcept { return cancel_stamp_; }
   detail::TaskBase* current_task() const noexcept { return current_task_; }
   void set_current_task(detail::TaskBase* t) noexcept { current_task_ = t; }
-  // Runs job on the default executor's threads (to_thread builds on this).
-  void submit_to_executor(std::function<void()> job);
+  // Runs work on the default executor's threads, then completion on the loop thread (to_thread
+  // builds on this). work must not throw. If the executor's shutdown stops waiting for the job
+  // (executor_shutdown_timeout), completion never runs and is destroyed on the worker thread.
+  void submit_to_executor(std::function<void()> work, std::function<void()> completion);
   void shutdown_executor() noexcept;
   // Every live task (for all_tasks and run()'s shutdown).
   void register_task(detail::TaskBase* t) noexcept;
@@ -256,6 +344,8 @@ class EventLoop {
     EventLoop* previous;
   };
   void run_once();
+  bool outside_events() const noexcept;
+  std::size_t poll_between_steps();
   void poll_io(int timeout_ns);
   void run_timers(TimePoint now);
   void drain_threadsafe();
@@ -270,20 +360,28 @@ class EventLoop {
   std::uint64_t timer_seq_ = 0;
   std::uint64_t cancel_stamp_ = 0;
   detail::TaskBase* current_task_ = nullptr;
+  detail::AwaitObserver* await_observer_ = nullptr;
+  int task_budget_;
   detail::TaskBase* tasks_head_ = nullptr;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   detail::IoWatch wake_watch_;
   std::size_t watches_ = 0;
-  unsigned iterations_since_poll_ = 0;
+  // Task steps (and callbacks) between two I/O polls of a busy loop (tokio polls every 61).
+  static constexpr unsigned kPollSteps = 64;
+  unsigned steps_since_poll_ = 0;
   TimePoint virtual_now_{};
   bool running_ = false;
   bool stopping_ = false;
   bool closed_ = false;
   const void* owner_thread_;
+  struct ThreadsafeCall {
+    std::function<void()> fn;
+    SourceLocation where;
+  };
   std::mutex threadsafe_mutex_;
-  std::vector<std::function<void()>> threadsafe_;
-  std::vector<std::function<void()>> threadsafe_swap_;
+  std::vector<ThreadsafeCall> threadsafe_;
+  std::vector<ThreadsafeCall> threadsafe_swap_;
   // Written under threadsafe_mutex_; read without it by the busy loop to decide whether to poll.
   std::atomic<bool> wake_pending_{false};
   std::unique_ptr<detail::ThreadPool> executor_;

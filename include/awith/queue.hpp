@@ -4,12 +4,22 @@
 // Like the primitives in sync.hpp: loop-local (no mutex, no atomic), waiters embedded in the
 // awaitables and served FIFO, and direct hand-off. A put() that finds a getter waiting gives it
 // the item (the queue is empty then, so it is the item the getter would have taken); a get()
-// that frees a slot moves the first blocked putter's item in. A woken task therefore never finds
-// its item or slot taken by someone else, and cancellation cannot lose one: a waiter cancelled
-// while queued leaves the queue having taken or given nothing; one cancelled after the hand-off
-// completes its get()/put() and sees the CancelledError at its next suspension point.
-// Where this differs from asyncio: a handed-off item is not counted by qsize() in the moment
-// between the put() and the getter's resumption (asyncio counts it until the getter runs).
+// that frees a slot moves the first blocked putter's item in. The queue stays empty (or full) for
+// everyone else, so a woken task never finds its item or slot taken by a task that ran first.
+// Why: an item always has exactly one owner (the queue, a putter or a getter), so no timing of
+// cancellations can lose or duplicate one.
+//
+// get() and put() are checkpoints, also when they complete at once (a non-empty queue, a free
+// slot): a task that can see a cancellation gets CancelledError before it takes or adds anything,
+// and after LoopOptions::task_budget immediate completions in one task step the next one yields
+// to the loop first (docs/design.md). A waiter cancelled while queued leaves the queue having
+// taken or given nothing. One cancelled after the hand-off has completed its operation: its get()
+// returns the item, its put() has added it, and CancelledError comes at its next checkpoint.
+// Where this differs from asyncio: asyncio leaves a put item in the queue and wakes a getter; a
+// getter cancelled before it runs raises CancelledError and wakes the next getter, which takes the
+// item (and a putter cancelled after a get() woke it raises without having put). A handed-off
+// item is also not counted by qsize() in the moment between the put() and the getter's
+// resumption (asyncio counts it until the getter runs).
 //
 // Errors: QueueFull (put_nowait on a full queue), QueueEmpty (get_nowait on an empty one),
 // QueueShutDown (put after shutdown(); get after shutdown() once the queue is empty, or at once
@@ -126,22 +136,28 @@ class BasicQueue {
     ~GetWait() {
       if (linked) queue->getters_.remove(this);
     }
+    std::exception_ptr error;  // taking the item failed after a yield
     bool await_ready() {
-      if (!queue->empty()) {
-        item.emplace(queue->take());
-        return true;
-      }
-      shut_down = queue->shut_down_;
-      return shut_down;
+      if (!StepBudget::take() || !can_complete()) return false;
+      complete();
+      return true;
     }
     bool await_suspend(std::coroutine_handle<> h) {
       queue->getters_.bind_running_loop();
-      if (!begin(h)) return false;
-      queue->getters_.push_back(this);
-      return true;
+      return attempt_op(*this, h);
     }
+    bool can_complete() const noexcept { return !queue->empty() || queue->shut_down_; }
+    void complete() {
+      if (queue->empty()) {
+        shut_down = true;
+      } else {
+        item.emplace(queue->take());
+      }
+    }
+    void enqueue() noexcept { queue->getters_.push_back(this); }
     T await_resume() {
       end();
+      if (error) std::rethrow_exception(error);
       if (shut_down) throw QueueShutDown();
       return std::move(*item);
     }
@@ -166,23 +182,28 @@ class BasicQueue {
     ~PutWait() {
       if (linked) queue->putters_.remove(this);
     }
+    std::exception_ptr error;  // adding the item failed after a yield
     bool await_ready() {
-      if (queue->shut_down_) {
-        shut_down = true;
-        return true;
-      }
-      if (queue->full()) return false;
-      queue->add(std::move(item));
+      if (!StepBudget::take() || !can_complete()) return false;
+      complete();
       return true;
     }
     bool await_suspend(std::coroutine_handle<> h) {
       queue->putters_.bind_running_loop();
-      if (!begin(h)) return false;
-      queue->putters_.push_back(this);
-      return true;
+      return attempt_op(*this, h);
     }
+    bool can_complete() const noexcept { return queue->shut_down_ || !queue->full(); }
+    void complete() {
+      if (queue->shut_down_) {
+        shut_down = true;
+      } else {
+        queue->add(std::move(item));
+      }
+    }
+    void enqueue() noexcept { queue->putters_.push_back(this); }
     void await_resume() {
       end();
+      if (error) std::rethrow_exception(error);
       if (shut_down) throw QueueShutDown();
     }
     static void on_woken(WaitNode* n) noexcept { static_cast<PutWait*>(n)->wake(); }

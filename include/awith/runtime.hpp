@@ -1,8 +1,9 @@
 // The per-task runtime state and the contract every awith awaitable follows.
 //
 // THE SUSPENSION CONTRACT (every awaitable that can wait implements exactly this):
-//   1. In await_suspend, call WaitSlot::begin(h). It returns false when a visible scope is already
-//      cancelled: the awaitable must then not register anywhere, and await_resume throws.
+//   1. In await_suspend, call WaitSlot::begin(h) (or begin_op for an operation that may complete
+//      at once, below). It returns false when a visible scope is already cancelled: the awaitable
+//      must then not register anywhere, and await_resume throws.
 //   2. Otherwise register with the event source, which later calls WaitSlot::wake() once.
 //   3. If the task is cancelled meanwhile, the runtime calls the slot's detach(): the awaitable
 //      unregisters from the event source (it will never be woken) and returns true; or it returns
@@ -13,18 +14,35 @@
 // A wake-up that reached the task before a cancel is never lost: the task resumes with the result
 // and the cancellation is raised at its next suspension point (level-triggered).
 //
+// CHECKPOINTS. An operation that sometimes waits is always a checkpoint, even when it could
+// complete at once (an uncontended lock, a set event, a non-empty queue, buffered stream data, a
+// finished task):
+//   - await_ready takes the fast path only through StepBudget::take(): one decrement of a
+//     thread-local counter. It is zero whenever the running task may see a cancellation (a scope
+//     of it was cancelled, entered or left since the last full check) and when the budget is spent;
+//   - otherwise await_suspend calls begin_op(h, can_complete_now, retry): the full check runs
+//     first, before the operation takes anything; a visible cancellation interrupts it;
+//   - each task step may complete `LoopOptions::task_budget` operations at once (default 128, as
+//     tokio). The next one that could complete at once yields to the loop first (timers, I/O and
+//     other ready tasks run), and is retried when the task runs again: it then completes, or
+//     waits like any other wait. Nothing is taken before the yield, so nothing is lost or
+//     duplicated. awith::unconstrained() lifts the budget for code that must not yield.
+//
 // SCOPES. Each task has a stack of scopes (its own, timeouts, task-group bodies, cancel scopes,
 // cleanup scopes). A scope is cancelled by stamping it with a fresh, loop-wide increasing number.
 // A suspension point sees the scopes from the innermost outward, stopping after a shielded one;
-// a cleanup scope hides the requests stamped before it began (docs/design.md, rules 1-7).
+// a cleanup scope hides the requests stamped before it began (docs/design.md).
 #pragma once
 
+#include <climits>
 #include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <memory>
-#include "awith/source_location.hpp"
 #include <string>
+#include <type_traits>
+
+#include "awith/source_location.hpp"
 
 #include "awith/errors.hpp"
 #include "awith/loop.hpp"
@@ -32,6 +50,50 @@
 namespace awith::detail {
 
 class TaskBase;
+
+// What the running task step may still do without a full checkpoint (see CHECKPOINTS above).
+// Thread-local: one task step runs at a time on a thread. Outside a task step everything is zero,
+// so an await there takes the slow path, which reports the missing task.
+struct StepBudget {
+  struct State {
+    int remaining;    // operations that may complete at once without a full check
+    int banked;       // budget set aside while every await must run the full check
+    bool must_check;  // a cancellation may be visible, or an observer watches every await
+  };
+  static thread_local constinit State state;
+  // The fast path of await_ready: true when the operation may complete without a full check.
+  static bool take() noexcept {
+    if (state.remaining <= 0) return false;
+    --state.remaining;
+    return true;
+  }
+  // A scope of the running task changed in a way that may make a cancellation visible: every
+  // await runs the full check until it finds none.
+  static void force_check() noexcept {
+    state.banked += state.remaining;
+    state.remaining = 0;
+    state.must_check = true;
+  }
+};
+
+// Sees every await point of the tasks of a loop: the engine of the cancellation sweeps. Installed
+// with EventLoop::set_await_observer; while one is installed, every await takes the slow path.
+struct AwaitObserver {
+  // Before the cancellation check of an await (also one that will complete at once).
+  virtual void on_await(TaskBase& task) = 0;
+  // A task step returned to the loop: the task is suspended (fully registered) or done.
+  virtual void on_step_end(TaskBase& task) = 0;
+
+ protected:
+  ~AwaitObserver() = default;
+};
+
+enum class Attempt : std::uint8_t {
+  interrupted,  // a visible scope is cancelled: do not register; await_resume throws
+  yielded,      // the budget is spent: the task yields, and retry runs when it is resumed
+  complete,     // complete the operation now, without suspending
+  wait,         // register the wait (the task is suspended on this slot)
+};
 
 struct Scope {
   Scope* parent = nullptr;
@@ -82,8 +144,20 @@ class TaskBase : public Runnable {
   Scope* top_scope() const noexcept { return top_; }
   void set_top_scope(Scope* s) noexcept { top_ = s; }
   Scope& own_scope() noexcept { return own_scope_; }
-  // Whether a suspension point here would see a cancelled scope (rule 1 with rule 3's barriers).
+  // Whether a suspension point here would see a cancelled scope (levels, shields, cleanup barriers).
   bool cancel_visible() const noexcept;
+  // The full check of a checkpoint (the slow path): reports the await to an observer, then
+  // returns false when a cancellation is visible. Restores the step's budget otherwise.
+  bool checkpoint_passes() noexcept;
+  // A scope of this task was cancelled or entered while cancelled: checkpoints must look.
+  void note_scope_change(bool cancelled) noexcept;
+  // Suspends the task for one turn of the loop; when it runs again, retry(arg) is called first:
+  // it returns true to resume the coroutine, false when it registered a wait instead.
+  void yield_then_retry(std::coroutine_handle<> h, bool (*retry)(void*) noexcept, void* arg) noexcept;
+  std::coroutine_handle<> resume_handle() const noexcept { return resume_; }
+  // awith::unconstrained(): the budget does not apply while the depth is non-zero.
+  void enter_unconstrained() noexcept;
+  void leave_unconstrained() noexcept;
   // The innermost scope whose request is visible from `from` outward, or nullptr.
   Scope* visible_cancelled_scope(Scope* from) const noexcept;
   void suspend(std::coroutine_handle<> h, Waiter* w) noexcept {
@@ -150,7 +224,10 @@ class TaskBase : public Runnable {
   std::exception_ptr exception_;
   std::unique_ptr<std::string> cancel_message_;
   SourceLocation where_;
-  std::uint32_t refs_ = 1;  // the loop's reference while pending, dropped when done
+  bool (*retry_)(void*) noexcept = nullptr;
+  void* retry_arg_ = nullptr;
+  std::uint32_t refs_ = 1;
+  std::uint32_t unconstrained_ = 0;  // the loop's reference while pending, dropped when done
   std::uint16_t cancel_requests_ = 0;
   TaskPhase phase_ = TaskPhase::pending;
   bool scheduled_ : 1 = false;
@@ -158,6 +235,7 @@ class TaskBase : public Runnable {
   bool interrupted_ : 1 = false;
   bool ended_cancelled_ : 1 = false;
   bool retrieved_ : 1 = false;
+  bool maybe_cancelled_ : 1 = false;  // some scope of the stack may be cancelled
 };
 
 // The task running on this thread; throws RuntimeError when there is none.
@@ -167,27 +245,105 @@ bool is_cancelled_error(const std::exception_ptr& e) noexcept;
 // The standard interruptible wait slot (the contract's steps 1, 3, 4). Embed it in an awaitable.
 struct WaitSlot : Waiter {
   TaskBase* task = nullptr;
+  // For a wait that always suspends.
   bool begin(std::coroutine_handle<> h) {
     task = &this_task();
-    if (task->cancel_visible()) {
+    if (StepBudget::state.must_check && !task->checkpoint_passes()) [[unlikely]] {
       task->mark_interrupted();
       return false;
     }
     task->suspend(h, this);
     return true;
   }
+  // For an operation that may complete at once (CHECKPOINTS above), from await_suspend after
+  // await_ready declined. `retry` is called when a yielded task runs again (see attempt_op).
+  Attempt begin_op(std::coroutine_handle<> h, bool can_complete, bool (*retry)(void*) noexcept, void* self) {
+    task = &this_task();
+    auto& st = StepBudget::state;
+    if (st.must_check && !task->checkpoint_passes()) {
+      task->mark_interrupted();
+      return Attempt::interrupted;
+    }
+    if (!can_complete) {
+      task->suspend(h, this);
+      return Attempt::wait;
+    }
+    if (st.remaining > 0) {
+      --st.remaining;
+    } else if (st.banked > 0) {
+      --st.banked;
+    } else {
+      task->yield_then_retry(h, retry, self);
+      return Attempt::yielded;
+    }
+    return Attempt::complete;
+  }
   // An uninterruptible wait: used where the runtime must wait for something to finish.
   void begin_shielded(std::coroutine_handle<> h) {
     task = &this_task();
     task->suspend(h, nullptr);
   }
+  // Registers this slot as the task's wait again (a retried operation that must wait after all).
+  void park() noexcept { task->suspend(task->resume_handle(), this); }
   void end() {
     if (task && task->take_interrupted()) throw CancelledError(task->cancel_message());
   }
   void wake() noexcept { task->wake(); }
 };
 
-// Opens a cleanup scope for its lifetime (rule 3): requests made before it began are hidden from
+// The await_suspend of an operation that may complete at once. Op derives from WaitSlot and has
+//   bool can_complete() const;  // whether the operation would complete now
+//   void complete();            // completes it (only when can_complete())
+//   void enqueue() noexcept;    // registers the wait (the task is already suspended on the slot)
+// and, when complete() can throw, a `std::exception_ptr error` that its await_resume rethrows.
+template <class Op>
+bool retry_op(void* p) noexcept {
+  Op& op = *static_cast<Op*>(p);
+  if (!op.can_complete()) {
+    op.park();
+    op.enqueue();
+    return false;
+  }
+  if constexpr (noexcept(op.complete())) {
+    op.complete();
+  } else {
+    try {
+      op.complete();
+    } catch (...) {
+      op.error = std::current_exception();
+    }
+  }
+  return true;
+}
+template <class Op>
+bool attempt_op(Op& op, std::coroutine_handle<> h) {
+  switch (op.begin_op(h, op.can_complete(), &retry_op<Op>, &op)) {
+    case Attempt::interrupted:
+      return false;
+    case Attempt::yielded:
+      return true;
+    case Attempt::complete:
+      op.complete();
+      return false;
+    case Attempt::wait:
+      op.enqueue();
+      return true;
+  }
+  return false;
+}
+
+// A checkpoint with nothing to wait for: throws CancelledError when a visible scope is cancelled,
+// and spends one unit of the step's budget (yielding to the loop when it is spent).
+struct CheckpointAwaiter : WaitSlot {
+  bool await_ready() noexcept { return StepBudget::take(); }
+  bool await_suspend(std::coroutine_handle<> h) { return attempt_op(*this, h); }
+  void await_resume() { end(); }
+  bool can_complete() const noexcept { return true; }
+  void complete() noexcept {}
+  void enqueue() noexcept {}
+};
+
+// Opens a cleanup scope for its lifetime: requests made before it began are hidden from
 // the awaits inside; later ones still interrupt them.
 class CleanupScope {
  public:

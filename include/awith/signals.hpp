@@ -1,10 +1,12 @@
 // Unix signals delivered to the event loop (asyncio's loop.add_signal_handler).
 //
-// The C-level handler only writes the signal number to a non-blocking self-pipe; a dispatcher task
-// on the loop reads the pipe and runs the callbacks as ordinary loop code, so a callback may do
-// anything loop code may (close a server, cancel a task). The dispatcher starts with the first
-// handler and ends with the loop (awith::run cancels it at shutdown), restoring the previous
-// dispositions. One loop at a time may handle signals, as in asyncio (the main thread's).
+// The C-level handler only writes the signal number to a non-blocking self-pipe; the loop watches
+// the pipe (without counting it as pending I/O, so the virtual clock is unaffected) and runs the
+// callbacks from its ready queue as ordinary loop code, so a callback may do anything loop code may
+// (close a server, cancel a task). awith::run ends the handling when it shuts the loop down,
+// restoring the previous dispositions; a loop run by hand must remove its handlers itself. One
+// loop at a time may handle signals, as in asyncio (the main thread's). awith::run's own Ctrl-C
+// handling (run.hpp) uses the same pipe, and a SIGINT callback added here replaces it.
 #pragma once
 
 #include <functional>

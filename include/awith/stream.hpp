@@ -75,7 +75,9 @@ class LimitOverrunError : public std::runtime_error {
 // await throws, and `co_await open_connection(host, port)` makes one from the default argument.
 struct StreamOptions {
   StreamOptions() = default;
-  std::size_t limit = kDefaultStreamLimit;  // readline/readuntil buffer limit
+  // readline/readuntil buffer limit; 0, or a negative number converted to std::size_t, makes
+  // creating the stream throw std::invalid_argument (asyncio's ValueError), as do negative water marks.
+  std::size_t limit = kDefaultStreamLimit;
   // drain() waits while more than write_high_water bytes are buffered, until at most
   // write_low_water remain (asyncio's transport defaults: 64 KiB and 16 KiB).
   std::size_t write_high_water = 64 * 1024;
@@ -265,8 +267,9 @@ class StreamReader {
   // Data up to and including `separator`; IncompleteReadError at EOF (partial data inside);
   // LimitOverrunError when the separator is not within the limit (the data stays buffered).
   Task<std::string> readuntil(std::string separator = "\n");
-  // Exactly n bytes, or IncompleteReadError with what arrived before EOF.
-  Task<std::string> readexactly(std::size_t n);
+  // Exactly n bytes, or IncompleteReadError with what arrived before EOF. A negative n raises
+  // std::invalid_argument (asyncio's ValueError), rather than asking for SIZE_MAX bytes.
+  Task<std::string> readexactly(std::ptrdiff_t n);
   // EOF was received and everything buffered was read.
   bool at_eof() const noexcept { return t_->read_eof() && t_->read_buffer().empty(); }
   // The exception that ended the connection, if any (asyncio's StreamReader.exception()).

@@ -6,13 +6,24 @@
 //   that use the primitive.
 // - No allocation per wait: each awaitable embeds its wait node; a primitive keeps its waiters
 //   in an intrusive FIFO list, so waiters are served in arrival order.
-// - Direct hand-off: release() gives the permit (or the lock) to the first waiter and wakes it;
-//   it is never put back up for grabs, so a later acquirer cannot barge ahead of a woken waiter.
-// - Cancellation (docs: ../notes/cancellation.md, and the contract in runtime.hpp): a waiter
-//   cancelled while queued leaves the queue and never holds anything, so the next waiter gets the
-//   permit. A waiter cancelled after it was handed the permit but before it resumed keeps the
-//   permit (the wake-up reached it first): its acquire() completes and the CancelledError comes at
-//   its next suspension point; inside async_with the exit then releases the permit.
+// - Direct hand-off: release() with a task waiting makes the first waiter the owner of the lock
+//   (or gives it the permit), then wakes it. Neither is ever free in between: locked() stays true
+//   (a Semaphore's value() does not grow), so a task that arrives before the woken waiter runs
+//   waits in line instead of barging ahead of it. Why: the lock and each permit always
+//   have exactly one owner (the primitive or one waiter), so no timing of cancellations can lose
+//   or duplicate one, and waiters are served strictly first come, first served.
+// - Checkpoints: every acquire() and wait() is one, also when it completes at once (a free lock
+//   or permit, a set event), so a busy task stays cancellable: a task that can see a cancellation
+//   gets CancelledError there before it takes anything (inside a cleanup scope, only requests made
+//   after the cleanup began count). Each task step may complete LoopOptions::task_budget such
+//   operations at once; the next one yields to the loop first and takes nothing until the task
+//   runs again. The suspension contract is in runtime.hpp, the model in docs/design.md.
+// - Cancellation of a waiter: cancelled while queued, it leaves the queue holding nothing and the
+//   next release goes to the waiter behind it. Cancelled after it was handed the lock or permit but
+//   before it resumed, it keeps it (the hand-off reached it first): its acquire() completes and
+//   CancelledError comes at its next checkpoint; inside async_with the body starts, and the exit
+//   releases. asyncio instead raises CancelledError in such a waiter and passes the lock or permit
+//   to the next one, so a few of CPython's tests observe a difference (docs/design.md lists them).
 //   Condition::wait() is the exception, as in asyncio 3.13: it re-acquires the lock
 //   uninterruptibly, then raises CancelledError if the task was cancelled, and a waiter that had
 //   been notified passes its notification on to the next waiter (notify(1)).
@@ -150,12 +161,6 @@ struct PermitWait : WaitSlot, WaitNode {
   ~PermitWait() {
     if (linked) queue->remove(this);
   }
-  bool await_suspend(std::coroutine_handle<> h) {
-    queue->bind_running_loop();
-    if (!begin(h)) return false;
-    queue->push_back(this);
-    return true;
-  }
   void take() {
     end();
     granted = false;
@@ -187,6 +192,13 @@ struct LockAcquire : PermitWait {
   explicit LockAcquire(Lock& l) noexcept;
   ~LockAcquire();
   bool await_ready() noexcept;
+  bool await_suspend(std::coroutine_handle<> h) {
+    queue->bind_running_loop();
+    return attempt_op(*this, h);
+  }
+  bool can_complete() const noexcept;
+  void complete() noexcept;
+  void enqueue() noexcept { queue->push_back(this); }
   bool await_resume() {
     take();
     return true;
@@ -209,6 +221,13 @@ struct SemaphoreAcquire : PermitWait {
   explicit SemaphoreAcquire(Semaphore& s) noexcept;
   ~SemaphoreAcquire();
   bool await_ready() noexcept;
+  bool await_suspend(std::coroutine_handle<> h) {
+    queue->bind_running_loop();
+    return attempt_op(*this, h);
+  }
+  bool can_complete() const noexcept;
+  void complete() noexcept;
+  void enqueue() noexcept { queue->push_back(this); }
   bool await_resume() {
     take();
     return true;
@@ -217,7 +236,8 @@ struct SemaphoreAcquire : PermitWait {
 
 }  // namespace detail
 
-// asyncio.Lock: not reentrant, not owner-checked; waiters acquire in FIFO order.
+// asyncio.Lock: not reentrant, not owner-checked; waiters acquire in FIFO order. release() hands
+// the lock to the first waiter, so locked() stays true across the hand-off.
 class Lock {
  public:
   Lock() = default;
@@ -254,6 +274,7 @@ class Lock {
 };
 
 // asyncio.Semaphore: value() permits are free; acquire() takes one or waits FIFO for one.
+// release() hands its permit to the first waiter if there is one (value() does not grow then).
 class Semaphore {
  public:
   explicit Semaphore(std::int64_t value = 1) : Semaphore(value, INT64_MAX) {}
@@ -307,8 +328,10 @@ inline detail::LockAcquire::LockAcquire(Lock& l) noexcept : PermitWait(l.waiters
 inline detail::LockAcquire::~LockAcquire() {
   if (granted) lock->hand_off();
 }
+inline bool detail::LockAcquire::can_complete() const noexcept { return !lock->locked_; }
+inline void detail::LockAcquire::complete() noexcept { lock->locked_ = true; }
 inline bool detail::LockAcquire::await_ready() noexcept {
-  if (lock->locked_) return false;
+  if (!StepBudget::take() || lock->locked_) return false;
   lock->locked_ = true;
   return true;
 }
@@ -317,8 +340,10 @@ inline detail::SemaphoreAcquire::SemaphoreAcquire(Semaphore& s) noexcept : Permi
 inline detail::SemaphoreAcquire::~SemaphoreAcquire() {
   if (granted && !sem->waiters_.wake_first()) ++sem->value_;
 }
+inline bool detail::SemaphoreAcquire::can_complete() const noexcept { return sem->value_ > 0; }
+inline void detail::SemaphoreAcquire::complete() noexcept { --sem->value_; }
 inline bool detail::SemaphoreAcquire::await_ready() noexcept {
-  if (sem->value_ == 0) return false;
+  if (!StepBudget::take() || sem->value_ == 0) return false;
   --sem->value_;
   return true;
 }
@@ -334,6 +359,9 @@ struct EventWait : WaitSlot, WaitNode {
   ~EventWait();
   bool await_ready() const noexcept;
   bool await_suspend(std::coroutine_handle<> h);
+  bool can_complete() const noexcept;
+  void complete() noexcept {}
+  void enqueue() noexcept;
   bool await_resume() {
     end();
     return true;
@@ -374,12 +402,12 @@ inline detail::EventWait::EventWait(Event& e) noexcept : event(&e) {
 inline detail::EventWait::~EventWait() {
   if (linked) event->waiters_.remove(this);
 }
-inline bool detail::EventWait::await_ready() const noexcept { return event->value_; }
+inline bool detail::EventWait::await_ready() const noexcept { return StepBudget::take() && event->value_; }
+inline bool detail::EventWait::can_complete() const noexcept { return event->value_; }
+inline void detail::EventWait::enqueue() noexcept { event->waiters_.push_back(this); }
 inline bool detail::EventWait::await_suspend(std::coroutine_handle<> h) {
   event->waiters_.bind_running_loop();
-  if (!begin(h)) return false;
-  event->waiters_.push_back(this);
-  return true;
+  return attempt_op(*this, h);
 }
 inline bool detail::EventWait::on_detach(Waiter* w) noexcept {
   auto* self = static_cast<EventWait*>(w);
@@ -497,6 +525,9 @@ struct BarrierWait : WaitSlot, WaitNode {
   ~BarrierWait();
   bool await_ready();
   bool await_suspend(std::coroutine_handle<> h);
+  bool can_complete() const noexcept;
+  void complete() noexcept;
+  void enqueue() noexcept;
   std::size_t await_resume();
   static void on_woken(WaitNode* n) noexcept;
   static bool on_detach(Waiter* w) noexcept;

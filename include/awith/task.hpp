@@ -2,6 +2,7 @@
 // awaiting it transfers control symmetrically, so a chain of any depth uses constant stack.
 #pragma once
 
+#include <atomic>
 #include <coroutine>
 #include <cstddef>
 #include <exception>
@@ -197,7 +198,7 @@ inline constexpr bool is_task_v<Task<T>> = true;
 
 // Reports a Task destroyed without ever having run (debug mode; defined in src/debug.cpp).
 void report_never_awaited(std::coroutine_handle<> frame) noexcept;
-extern bool g_debug_enabled;
+extern std::atomic<bool> g_debug_enabled;  // true while any debug loop exists (src/loop.cpp)
 
 template <class T>
 Task<T> Promise<T>::get_return_object() noexcept {

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <exception>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "awith/awaitable.hpp"
@@ -50,6 +52,17 @@ class TaskGroup {
   template <detail::TaskFactory F>
   auto create_task(F f, SourceLocation where = SourceLocation::current()) {
     return create_task(detail::call_owned(std::move(f)), where);
+  }
+  // Any other awaitable, or a callable returning one, as awith::create_task takes them:
+  // tg.create_task(handle), tg.create_task([&] { return q.get(); }).
+  template <class A>
+    requires(!detail::is_task_v<std::remove_cvref_t<A>> && !detail::TaskFactory<std::remove_cvref_t<A>>)
+  auto create_task(A&& aw, SourceLocation where = SourceLocation::current()) {
+    if constexpr (detail::AwaitableFactory<std::remove_cvref_t<A>>) {
+      return create_task(detail::await_built(std::decay_t<A>(std::forward<A>(aw))), where);
+    } else {
+      return create_task(detail::owning_task(std::forward<A>(aw)), where);
+    }
   }
 
   std::size_t running() const noexcept { return running_; }

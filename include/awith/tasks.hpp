@@ -1,6 +1,7 @@
 // Scheduled tasks (asyncio.Task): create_task, TaskHandle, current_task, all_tasks, sleep, shield.
 #pragma once
 
+#include <concepts>
 #include <coroutine>
 #include <exception>
 #include <functional>
@@ -11,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "awith/awaitable.hpp"
+#include "awith/borrowing_task.hpp"
 #include "awith/errors.hpp"
 #include "awith/loop.hpp"
 #include "awith/runtime.hpp"
@@ -102,14 +105,17 @@ struct TaskWait : WaitSlot, CompletionNode {
   ~TaskWait() {
     if (registered) target->remove_completion(this);
   }
-  bool await_ready() const noexcept { return target->done(); }
+  bool await_ready() const noexcept { return StepBudget::take() && target->done(); }
   bool await_suspend(std::coroutine_handle<> h) {
     if (&target->loop() != &this_task().loop())
       throw RuntimeError("awaiting a task that belongs to another event loop");
-    if (!begin(h)) return false;
+    return attempt_op(*this, h);
+  }
+  bool can_complete() const noexcept { return target->done(); }
+  void complete() noexcept {}
+  void enqueue() noexcept {
     registered = true;
     target->add_completion(this);
-    return true;
   }
   static void on_done(CompletionNode* n) noexcept {
     auto* self = static_cast<TaskWait*>(n);
@@ -258,6 +264,58 @@ auto create_task(F f, SourceLocation where = SourceLocation::current()) {
   return create_task(detail::call_owned(std::move(f)), where);
 }
 
+namespace detail {
+// A callable returning an awaitable other than a Task, such as [&] { return q.get(); }.
+template <class F>
+concept AwaitableFactory =
+    !TaskFactory<F> && !Awaitable<F&> && std::invocable<F&> && Awaitable<std::invoke_result_t<F&>>;
+// Builds f()'s awaitable in place in this frame (so it need not be movable) and awaits it.
+template <class F>
+auto await_built(F f) -> Task<await_result_t<std::invoke_result_t<F&>>> {
+  static_assert(!is_borrowing_task_v<std::invoke_result_t<F&>>,
+                "create_task(factory): the factory returns an awaitable that borrows temporaries of its own "
+                "return statement, which are gone when it returns; use a coroutine lambda: "
+                "create_task([&]() -> Task<R> { co_return co_await wait_for(q.get(), 1s); })");
+  co_return co_await f();
+}
+// Awaits its own move or copy of an awaitable with the caller's value category: a copy of a
+// TaskHandle is awaited as an lvalue, so the result is not moved out of the shared task.
+template <class A>
+Task<await_result_t<A>> await_owned(std::remove_cvref_t<A> aw) {
+  co_return co_await static_cast<A&&>(aw);
+}
+// The task that runs an awaitable other than a Task: it owns a move or a copy of it.
+template <class A>
+auto owning_task(A&& aw) {
+  using Plain = std::remove_cvref_t<A>;
+  static_assert(Awaitable<A>, "create_task(x): x must be a Task, an awaitable, or a callable returning one");
+  static_assert(!is_borrowing_task_v<Plain>,
+                "create_task(aw): aw borrows temporaries of this expression (wait_for(q.get(), 1s), "
+                "gather(ev.wait(), ...)) and the task outlives it; use a coroutine lambda: "
+                "create_task([&]() -> Task<R> { co_return co_await wait_for(q.get(), 1s); })");
+  static_assert(std::is_constructible_v<Plain, A>,
+                "create_task(aw): the task outlives this expression, so it must own aw, and aw cannot be "
+                "moved or copied (an awaiter built in place, such as q.get() or lock.acquire()); pass a "
+                "factory that builds it inside the task: create_task([&] { return q.get(); })");
+  return await_owned<A>(std::forward<A>(aw));
+}
+}  // namespace detail
+
+// create_task(factory): a callable returning any awaitable; the awaitable is built inside the
+// task, so one that cannot be moved works: create_task([&] { return q.get(); }).
+template <detail::AwaitableFactory F>
+auto create_task(F f, SourceLocation where = SourceLocation::current()) {
+  return create_task(detail::await_built(std::move(f)), where);
+}
+// create_task(aw): any other awaitable (asyncio.ensure_future), moved or copied into the task.
+// A TaskHandle is awaited by the new task (cancelling that one cancels the awaited task too).
+template <class A>
+  requires(!detail::is_task_v<std::remove_cvref_t<A>> && !detail::TaskFactory<std::remove_cvref_t<A>> &&
+           !detail::AwaitableFactory<std::remove_cvref_t<A>>)
+auto create_task(A&& aw, SourceLocation where = SourceLocation::current()) {
+  return create_task(detail::owning_task(std::forward<A>(aw)), where);
+}
+
 // The same on a loop that is not running yet (used by run()).
 template <class T>
 TaskHandle<T> create_task_on(EventLoop& loop, Task<T> task,
@@ -282,23 +340,36 @@ Task<T> shield(Task<T> task) {
   co_return co_await shield(create_task(std::move(task)));
 }
 
-// A non-owning view of a running task (current_task / all_tasks).
+// A reference to a task (current_task / all_tasks). It holds a reference, as TaskHandle does: the
+// task's state stays valid after the task has ended, so a TaskRef kept past the task's end still
+// answers (done() and cancelled() are true or false, cancel() returns false). The count is not
+// atomic: use a TaskRef on its loop's thread only.
 class TaskRef {
  public:
-  explicit TaskRef(detail::TaskBase* t) noexcept : t_(t) {}
+  explicit TaskRef(detail::TaskBase* t) noexcept : t_(t) { t_->add_ref(); }
+  TaskRef(const TaskRef& o) noexcept : TaskRef(o.t_) {}
+  TaskRef& operator=(const TaskRef& o) noexcept {
+    TaskRef copy(o);
+    std::swap(t_, copy.t_);
+    return *this;
+  }
+  ~TaskRef() { t_->release(); }
+
   bool done() const noexcept { return t_->done(); }
+  bool cancelled() const noexcept { return t_->cancelled(); }
+  // Requests cancellation; false if the task is already done.
   bool cancel(std::string message = {}) { return t_->cancel(std::move(message)); }
   int cancelling() const noexcept { return t_->cancelling(); }
   int uncancel() noexcept { return t_->uncancel(); }
   SourceLocation where() const noexcept { return t_->where(); }
-  bool operator==(const TaskRef&) const = default;
+  bool operator==(const TaskRef& o) const noexcept { return t_ == o.t_; }
   template <class T>
   bool is(const TaskHandle<T>& h) const noexcept {
     return h.base() == t_;
   }
 
  private:
-  detail::TaskBase* t_;
+  detail::TaskBase* t_;  // never null
 };
 
 // The task running now; throws RuntimeError outside a task.
@@ -337,6 +408,26 @@ inline detail::SleepAwaiter sleep(int seconds) noexcept { return detail::SleepAw
 // sleep(0.1) as in Python: seconds as a number.
 inline detail::SleepAwaiter sleep(double seconds) noexcept {
   return detail::SleepAwaiter(std::chrono::duration_cast<Duration>(std::chrono::duration<double>(seconds)));
+}
+
+// A cancellation point that need not wait (trio's checkpoint, tokio's consume_budget): throws
+// CancelledError when a visible scope is cancelled, and spends one unit of the task step's budget,
+// yielding to the loop once it is spent. For CPU-bound loops that never await anything else.
+// It does not always yield: `co_await sleep(0)` does.
+inline detail::CheckpointAwaiter checkpoint() noexcept { return {}; }
+
+// Runs `task` with the step budget lifted (tokio's unconstrained): its operations that complete
+// at once never yield to the loop. They still check for cancellation. For short sections that
+// must not let other tasks in; a long one starves timers, I/O and every other task.
+template <class T>
+Task<T> unconstrained(Task<T> task) {
+  struct Lifted {
+    detail::TaskBase& owner;
+    explicit Lifted(detail::TaskBase& t) noexcept : owner(t) { owner.enter_unconstrained(); }
+    Lifted(const Lifted&) = delete;
+    ~Lifted() { owner.leave_unconstrained(); }
+  } lifted(detail::this_task());
+  co_return co_await std::move(task);
 }
 
 }  // namespace awith

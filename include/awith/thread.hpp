@@ -47,22 +47,23 @@ struct ThreadCall : WaitSlot {
   bool await_suspend(std::coroutine_handle<> h) {
     if (!begin(h)) return false;
     state->waiter = this;
-    EventLoop* loop = &task->loop();
-    loop->submit_to_executor([st = state, loop] {
-      try {
-        if constexpr (std::is_void_v<R>) {
-          st->fn();
-        } else {
-          st->value.emplace(st->fn());
-        }
-      } catch (...) {
-        st->error = std::current_exception();
-      }
-      loop->call_soon_threadsafe([st] {
-        st->done = true;
-        if (auto* w = std::exchange(st->waiter, nullptr)) w->wake();
-      });
-    });
+    // The worker never sees the loop: the executor posts the completion while the loop waits.
+    task->loop().submit_to_executor(
+        [st = state] {
+          try {
+            if constexpr (std::is_void_v<R>) {
+              st->fn();
+            } else {
+              st->value.emplace(st->fn());
+            }
+          } catch (...) {
+            st->error = std::current_exception();
+          }
+        },
+        [st = state] {
+          st->done = true;
+          if (auto* w = std::exchange(st->waiter, nullptr)) w->wake();
+        });
     return true;
   }
   R await_resume() {

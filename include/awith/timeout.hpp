@@ -4,10 +4,13 @@
 #include <exception>
 #include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "awith/awaitable.hpp"
 #include "awith/cancel_scope.hpp"
-#include "awith/context.hpp"
+#include "awith/async_with.hpp"
+#include "awith/borrowing_task.hpp"
+#include "awith/contextlib.hpp"
 #include "awith/errors.hpp"
 #include "awith/loop.hpp"
 #include "awith/task.hpp"
@@ -53,20 +56,38 @@ Timeout timeout(std::chrono::duration<Rep, Period> delay) {
 }
 inline Timeout timeout_at(std::optional<TimePoint> when) { return Timeout(when); }
 
+namespace detail {
+// P is the awaitable's type (wait_for owns a move or copy of it) or a reference to it (wait_for
+// borrows it); either way it is awaited with the caller's value category, A& or A.
+template <class A, class P>
+Task<await_result_t<A>> await_with_timeout(P aw, std::optional<Duration> delay) {
+  using R = await_result_t<A>;
+  co_return co_await async_with(timeout(delay), [&]() -> Task<R> { co_return co_await static_cast<A&&>(aw); });
+}
+}  // namespace detail
+
 // asyncio.wait_for: awaits `aw` (a Task runs inline, a TaskHandle is cancelled and awaited on
 // expiry) under timeout(delay); nullopt waits without a limit.
+//
+// aw is anything co_await accepts, written in place. One that can be moved or copied (a Task, a
+// TaskHandle) is owned: the result is a Task that may be stored and awaited later. One that
+// cannot — an awaiter built in place such as lock.acquire(), q.get() or ev.wait() — is borrowed
+// for the caller's full expression: the result is a BorrowingTask, awaited in that expression
+// (`co_await wait_for(q.get(), 1s)`), never stored. On expiry the wait is cancelled at once: the
+// lock is not taken, the item stays in the queue.
 template <class A>
-auto wait_for(A aw, std::optional<Duration> delay) -> Task<await_result_t<A>> {
-  using R = await_result_t<A>;
-  if constexpr (std::is_void_v<R>) {
-    co_await async_with(timeout(delay), [&]() -> Task<void> { co_await std::move(aw); });
+auto wait_for(A&& aw, std::optional<Duration> delay) {
+  static_assert(Awaitable<A>, "wait_for(aw, delay): co_await aw must compile (a Task, a TaskHandle, an awaiter)");
+  using Plain = std::remove_cvref_t<A>;
+  if constexpr (std::is_constructible_v<Plain, A>) {
+    return detail::await_with_timeout<A, Plain>(std::forward<A>(aw), delay);
   } else {
-    co_return co_await async_with(timeout(delay), [&]() -> Task<R> { co_return co_await std::move(aw); });
+    return BorrowingTask<await_result_t<A>>(detail::await_with_timeout<A, A&&>(std::forward<A>(aw), delay));
   }
 }
 template <class A, class Rep, class Period>
-auto wait_for(A aw, std::chrono::duration<Rep, Period> delay) {
-  return wait_for(std::move(aw), std::optional<Duration>(std::chrono::duration_cast<Duration>(delay)));
+auto wait_for(A&& aw, std::chrono::duration<Rep, Period> delay) {
+  return wait_for(std::forward<A>(aw), std::optional<Duration>(std::chrono::duration_cast<Duration>(delay)));
 }
 
 }  // namespace awith

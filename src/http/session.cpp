@@ -1,6 +1,7 @@
 #include "awith/http/session.hpp"
 
 #include <stdexcept>
+#include <utility>
 
 #include "connection.hpp"
 
@@ -72,10 +73,19 @@ ClientSession::ClientSession() : ClientSession(SessionOptions{}) {}
 
 ClientSession::ClientSession(ClientTimeout timeout) : ClientSession(SessionOptions{.timeout = timeout}) {}
 
-ClientSession::~ClientSession() { pool_->abort_idle(); }
+ClientSession::ClientSession(ClientSession&& other) {
+  if (other.in_use_) throw InvalidStateError("a ClientSession cannot be moved once it was entered or sent a request");
+  options_ = std::move(other.options_);
+  pool_ = std::move(other.pool_);
+  closed_ = std::exchange(other.closed_, true);
+}
 
-std::size_t ClientSession::open_connections() const noexcept { return pool_->open(); }
-std::size_t ClientSession::idle_connections() const noexcept { return pool_->idle(); }
+ClientSession::~ClientSession() {
+  if (pool_) pool_->abort_idle();
+}
+
+std::size_t ClientSession::open_connections() const noexcept { return pool_ ? pool_->open() : 0; }
+std::size_t ClientSession::idle_connections() const noexcept { return pool_ ? pool_->idle() : 0; }
 
 Task<void> ClientSession::close() {
   if (closed_) co_return;
@@ -191,10 +201,12 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
 }
 
 ResponseManager ClientSession::request(std::string method, std::string url, RequestOptions options) {
+  in_use_ = true;
   return ResponseManager(*this, std::move(method), std::move(url), std::move(options));
 }
 
 ResponseManager ClientSession::request(std::string method, std::string url) {
+  in_use_ = true;
   return ResponseManager(*this, std::move(method), std::move(url), RequestOptions());
 }
 

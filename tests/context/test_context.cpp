@@ -4,6 +4,8 @@
 
 #include <memory>
 #include <stdexcept>
+#include <type_traits>
+#include <utility>
 
 #include "awith/awith.hpp"
 #include "support/trace.hpp"
@@ -402,7 +404,7 @@ TEST(AsyncWith, DebugReportsAManagerEnteredAndNeverExited) {
   o.debug = true;
   Trace trace;
   EXPECT_THROW(run([&]() -> Task<void> {
-    EventLoop::running().set_exception_handler([&](const std::string& m) { reports.push_back(m); });
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) { reports.push_back(c.describe()); });
     co_await async_with(Swallow{trace}, []() -> Task<void> { co_await std::suspend_always{}; });
   }(), o), RuntimeError);
   ASSERT_EQ(reports.size(), 1u);
@@ -421,3 +423,76 @@ TEST(AsyncWith, SynchronousBody) {
   }());
   EXPECT_EQ(trace.str(), "enter\nsync body\nexit exc=None args=('',)\n");
 }
+
+// raise_from with a null cause (what aexit receives on success) throws the new exception alone.
+TEST(RaiseFrom, NullCauseThrowsTheNewExceptionWithoutANestedOne) {
+  try {
+    raise_from(nullptr, std::domain_error("fresh"));
+  } catch (const std::domain_error& e) {
+    EXPECT_STREQ(e.what(), "fresh");
+    EXPECT_EQ(dynamic_cast<const std::nested_exception*>(&e), nullptr);
+  }
+  Trace trace;
+  run([&]() -> Task<void> {
+    try {
+      co_await async_with(Cm06{trace, true}, [&] { trace("body ok"); });
+    } catch (const std::domain_error& e) {
+      trace(std::string("caught ") + e.what() + " nested=" +
+            test::py(dynamic_cast<const std::nested_exception*>(&e) != nullptr));
+    }
+  }());
+  EXPECT_EQ(trace.str(), "enter mode=from\nbody ok\nexit exc=None\ncaught wrapped nested=False\n");
+}
+
+namespace {
+// A manager that can be neither copied nor moved, and records where it lives.
+class Pinned {
+ public:
+  explicit Pinned(Trace& trace) : trace_(trace) {}
+  Pinned(const Pinned&) = delete;
+  Pinned& operator=(const Pinned&) = delete;
+  ~Pinned() { trace_("destroyed"); }
+  Task<Pinned*> aenter() {
+    co_await sleep(0);
+    trace_("enter");
+    co_return this;
+  }
+  Task<void> aexit(std::exception_ptr e) {
+    co_await sleep(0);
+    trace_("exit " + test::exception_name(e));
+  }
+
+ private:
+  Trace& trace_;
+};
+}  // namespace
+
+// A temporary manager that cannot be moved is borrowed for the caller's full expression: the
+// block runs while it lives, and it is destroyed after the block, at the end of the expression.
+TEST(AsyncWith, ImmovableTemporaryManagerIsBorrowedForTheExpression) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    std::size_t index = co_await async_with(Barrier(1), [](std::size_t& i) { return i + 10; });
+    trace("barrier index+10=" + std::to_string(index));
+    co_await async_with(Pinned(trace), [&](Pinned* p) -> Task<void> {
+      co_await sleep(0);
+      trace(std::string("body sees the temporary: ") + test::py(p != nullptr));
+    });
+    trace("after");
+    try {
+      co_await async_with(Pinned(trace), Barrier(1), [&](Pinned*, std::size_t&) -> Task<void> {
+        trace("body raises");
+        throw std::invalid_argument("x");
+        co_return;
+      });
+    } catch (const std::invalid_argument&) {
+      trace("caught ValueError");
+    }
+  }());
+  EXPECT_EQ(trace.str(),
+            "barrier index+10=10\nenter\nbody sees the temporary: True\nexit None\ndestroyed\nafter\n"
+            "enter\nbody raises\nexit ValueError\ndestroyed\ncaught ValueError\n");
+}
+
+static_assert(std::is_same_v<decltype(async_with(std::declval<Pinned>(), [] {})), BorrowingTask<void>>);
+static_assert(std::is_same_v<decltype(async_with(std::declval<Tracked>(), [] {})), Task<void>>);

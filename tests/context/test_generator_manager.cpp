@@ -1,6 +1,7 @@
 // AsyncContextManager generators (@asynccontextmanager): the acm_* asyncio scenarios as traces.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <stdexcept>
 
 #include "awith/awith.hpp"
@@ -328,7 +329,7 @@ TEST(GeneratorManager, DebugReportsAGeneratorDestroyedWhileEntered) {
   LoopOptions o;
   o.debug = true;
   run([&]() -> Task<void> {
-    EventLoop::running().set_exception_handler([&](const std::string& m) { reports.push_back(m); });
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) { reports.push_back(c.describe()); });
     Trace trace;
     auto c = cm11(trace);
     co_await c.aenter();  // entered by hand and never exited
@@ -336,4 +337,168 @@ TEST(GeneratorManager, DebugReportsAGeneratorDestroyedWhileEntered) {
   }(), o);
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_NE(reports[0].find("never exited"), std::string::npos);
+}
+
+namespace {
+// Counts the generator frames alive: a Probe lives in each frame.
+struct Probe {
+  int& alive;
+  explicit Probe(int& a) : alive(a) { ++alive; }
+  Probe(const Probe&) = delete;
+  ~Probe() { --alive; }
+};
+
+// Catches the body's exception and yields again (asyncio: "generator didn't stop after athrow()").
+AsyncContextManager<void> yields_again(Trace& trace, int& alive) {
+  Probe probe(alive);
+  try {
+    co_yield {};
+  } catch (...) {
+    trace("generator caught " + test::exception_name(std::current_exception()) + ", yields again");
+  }
+  co_yield {};
+  trace("after the second yield (never runs)");
+}
+
+std::string nested_name(const std::exception& e) {
+  try {
+    std::rethrow_if_nested(e);
+  } catch (...) {
+    return test::exception_name(std::current_exception());
+  }
+  return "None";
+}
+}  // namespace
+
+// The body raised and the generator yielded again: RuntimeError with asyncio's message, the body's
+// exception (the same object) as its nested exception, and the generator closed at once.
+TEST(GeneratorManager, YieldAgainAfterBodyRaisedIsRuntimeErrorWithTheBodyErrorNested) {
+  Trace trace;
+  int alive = 0;
+  run([&]() -> Task<void> {
+    auto body_error = std::make_exception_ptr(std::invalid_argument("body"));
+    auto manager = yields_again(trace, alive);
+    try {
+      co_await async_with(manager, [&]() -> Task<void> {
+        std::rethrow_exception(body_error);
+        co_return;
+      });
+    } catch (const RuntimeError& e) {
+      auto* nested = dynamic_cast<const std::nested_exception*>(&e);
+      trace(std::string("caught RuntimeError: ") + e.what() + "; nested is the body's ValueError: " +
+            test::py(nested && nested->nested_ptr() == body_error));
+    }
+    trace("generator frames alive while the manager lives: " + std::to_string(alive));
+  }());
+  EXPECT_EQ(trace.str(),
+            "generator caught ValueError, yields again\n"
+            "caught RuntimeError: generator didn't stop after athrow(); nested is the body's ValueError: True\n"
+            "generator frames alive while the manager lives: 0\n");
+}
+
+// The same with a cancellation: it stays a cancellation. The task ends cancelled; what propagates
+// is a CancelledError with the cancel message, nesting RuntimeError("generator didn't stop after
+// athrow()"), which nests the body's CancelledError.
+TEST(GeneratorManager, YieldAgainAfterCancellationStaysACancellation) {
+  Trace trace;
+  int alive = 0;
+  run([&]() -> Task<void> {
+    auto t = create_task([&]() -> Task<void> {
+      try {
+        co_await async_with(yields_again(trace, alive), [&]() -> Task<void> { co_await sleep(1h); });
+      } catch (const CancelledError& e) {
+        // CancelledError is not polymorphic, so std::rethrow_if_nested cannot see its nested
+        // exception: catch it as std::nested_exception.
+        std::string chain = "CancelledError('" + e.message() + "')";
+        try {
+          throw;
+        } catch (const std::nested_exception& n) {
+          try {
+            n.rethrow_nested();
+          } catch (const RuntimeError& r) {
+            chain += std::string(" <- RuntimeError('") + r.what() + "') <- " + nested_name(r);
+          }
+        }
+        trace("caught " + chain);
+        throw;
+      }
+    });
+    co_await sleep(1ms);
+    t.cancel("stop");
+    try {
+      co_await t;
+    } catch (const CancelledError&) {
+      trace("awaiting the task raised CancelledError");
+    }
+    trace("task cancelled=" + test::py(t.cancelled()) + " frames alive=" + std::to_string(alive));
+  }(), test::virtual_time());
+  EXPECT_EQ(trace.str(),
+            "generator caught CancelledError, yields again\n"
+            "caught CancelledError('stop') <- RuntimeError('generator didn't stop after athrow()') <- CancelledError\n"
+            "awaiting the task raised CancelledError\ntask cancelled=True frames alive=0\n");
+}
+
+namespace {
+enum class GenBehaviour { rethrow, swallow, translate, yield_twice, no_yield };
+AsyncContextManager<int> behaving(GenBehaviour how, int& alive) {
+  Probe probe(alive);
+  if (how == GenBehaviour::no_yield) co_return;
+  try {
+    co_yield 1;
+  } catch (const std::invalid_argument&) {
+    if (how == GenBehaviour::rethrow) throw;
+    if (how == GenBehaviour::translate) std::throw_with_nested(std::domain_error("translated"));
+  }
+  if (how == GenBehaviour::yield_twice) co_yield 2;
+}
+}  // namespace
+
+// Every other edge of aexit, each checked for its outcome and for the generator's locals being
+// destroyed by the end of the block, with the manager owned by the block or outliving it (a
+// generator left suspended at a second co_yield is closed at once). ASan's leak check covers the
+// frames themselves.
+TEST(GeneratorManager, EveryEdgeHasItsOutcomeAndDestroysTheFrame) {
+  struct Case {
+    GenBehaviour how;
+    bool body_raises;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {GenBehaviour::rethrow, false, "result=7"},
+      {GenBehaviour::rethrow, true, "ValueError same_object=True"},
+      {GenBehaviour::swallow, true, "suppressed (empty result)"},
+      {GenBehaviour::translate, true, "translated, nested ValueError"},
+      {GenBehaviour::yield_twice, false, "RuntimeError: generator didn't stop, nested None"},
+      {GenBehaviour::yield_twice, true, "RuntimeError: generator didn't stop after athrow(), nested ValueError"},
+      {GenBehaviour::no_yield, false, "RuntimeError: generator didn't yield, nested None"},
+  };
+  for (const Case& c : cases) {
+    for (bool temporary : {true, false}) {
+      int alive = 0;
+      std::string outcome;
+      int alive_after_block = -1;
+      run([&]() -> Task<void> {
+        auto err = std::make_exception_ptr(std::invalid_argument("body"));
+        auto body = [&](int&) -> Task<int> {
+          if (c.body_raises) std::rethrow_exception(err);
+          co_return 7;
+        };
+        auto manager = behaving(c.how, alive);
+        try {
+          std::optional<int> r = temporary ? co_await async_with(std::move(manager), body)
+                                           : co_await async_with(manager, body);
+          outcome = r ? "result=" + std::to_string(*r) : "suppressed (empty result)";
+        } catch (const std::invalid_argument&) {
+          outcome = "ValueError same_object=" + test::py(std::current_exception() == err);
+        } catch (const std::domain_error& e) {
+          outcome = std::string(e.what()) + ", nested " + nested_name(e);
+        } catch (const RuntimeError& e) {
+          outcome = std::string("RuntimeError: ") + e.what() + ", nested " + nested_name(e);
+        }
+        alive_after_block = alive;
+      }());
+      EXPECT_EQ(outcome, c.expected);
+      EXPECT_EQ(alive_after_block, 0) << c.expected << " temporary=" << temporary;
+    }
+  }
 }

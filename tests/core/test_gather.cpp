@@ -198,3 +198,107 @@ TEST(AsCompleted, YieldsInCompletionOrder) {
   }(), test::virtual_time());
   EXPECT_EQ(order, (std::vector<int>{10, 20, 30}));
 }
+
+// An awaiter built in place (ev.wait()) cannot be moved into a task: gather borrows it for the
+// caller's expression, a child task awaits it where it is, and results come in argument order.
+TEST(Gather, BorrowsAnAwaiterBuiltInPlace) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    Event ev;
+    auto other_task = [&]() -> Task<std::string> {
+      co_await sleep(1ms);
+      trace("other_task sets the event");
+      ev.set();
+      co_return "other";
+    };
+    auto [woke, other] = co_await gather(ev.wait(), other_task());
+    trace("results=(" + test::py(woke) + ", '" + other + "')");
+    auto [a, b] = co_await gather(return_exceptions, ev.wait(), []() -> Task<int> {
+      throw std::out_of_range("k");
+      co_return 0;
+    }());
+    trace("outcomes: " + test::py(a.value()) + ", error=" + test::exception_name(b.error()));
+  }(), test::virtual_time());
+  EXPECT_EQ(trace.str(), "other_task sets the event\nresults=(True, 'other')\noutcomes: True, error=KeyError\n");
+}
+
+// When gather raises while a borrowed child still waits, that child is cancelled and awaited
+// before gather returns (its awaiter dies with the expression): the getter leaves the queue, so
+// an item put afterwards stays there. An owned child keeps running, as in asyncio.
+TEST(Gather, BorrowedChildStillRunningWhenGatherRaisesIsCancelledFirst) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    Queue<int> q;
+    auto owned = create_task([&]() -> Task<void> {
+      co_await sleep(5ms);
+      trace("owned child finished");
+    });
+    try {
+      co_await gather(q.get(), owned, []() -> Task<void> {
+        co_await sleep(1ms);
+        throw std::invalid_argument("fail");
+      }());
+    } catch (const std::invalid_argument&) {
+      trace("gather raised ValueError; owned done=" + test::py(owned.done()));
+    }
+    q.put_nowait(42);
+    co_await sleep(0);
+    trace("queue size after put=" + std::to_string(q.qsize()));
+    co_await owned;
+  }(), test::virtual_time());
+  EXPECT_EQ(trace.str(), "gather raised ValueError; owned done=False\nqueue size after put=1\nowned child finished\n");
+}
+
+// asyncio: a task that awaits gather with a cancellation pending cancels every child and waits
+// for them, then raises CancelledError. awith does the same at an await that sees the cancel.
+TEST(Gather, AwaitedWithACancellationPendingCancelsAndAwaitsEveryChild) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    auto child = [&](std::string name) -> Task<void> {
+      try {
+        co_await sleep(1h);
+      } catch (const CancelledError&) {
+        trace(name + " cancelled");
+        throw;
+      }
+    };
+    auto a = create_task(child("a"));
+    auto b = create_task(child("b"));
+    co_await sleep(0);
+    auto parent = create_task([&]() -> Task<void> {
+      current_task().cancel();
+      try {
+        co_await gather(a, b);
+      } catch (const CancelledError&) {
+        trace("gather raised CancelledError; children done=" + test::py(a.done() && b.done()));
+        throw;
+      }
+    });
+    co_await gather(return_exceptions, parent);
+    trace("parent cancelled=" + test::py(parent.cancelled()));
+  }(), test::virtual_time());
+  EXPECT_EQ(trace.str(), "a cancelled\nb cancelled\ngather raised CancelledError; children done=True\nparent cancelled=True\n");
+}
+
+// create_task accepts any awaitable. One that can be moved or copied is owned by the task; one
+// built in place that cannot (q.get()) is given as a factory that builds it inside the task.
+TEST(CreateTask, AwaitablesAndFactoriesOfAwaitables) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    Queue<int> q;
+    auto getter = create_task([&] { return q.get(); });
+    auto ready = create_task(Ready<int>{5});
+    auto handle_awaiter = create_task(ready);
+    co_await sleep(0);
+    trace("getter done before put=" + test::py(getter.done()));
+    q.put_nowait(7);
+    trace("got " + std::to_string(co_await getter) + ", ready " + std::to_string(co_await ready) +
+          ", through the handle " + std::to_string(co_await handle_awaiter));
+    co_await async_with(TaskGroup(), [&](TaskGroup& tg) -> Task<void> {
+      auto in_group = tg.create_task([&] { return q.get(); });
+      q.put_nowait(8);
+      trace("group child got " + std::to_string(co_await in_group));
+    });
+  }());
+  EXPECT_EQ(trace.str(), "getter done before put=False\ngot 7, ready 5, through the handle 5\ngroup child got 8\n");
+}

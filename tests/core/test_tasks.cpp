@@ -1,6 +1,11 @@
 // create_task, TaskHandle and the cancellation model (docs/design.md, rules 1, 2, 5, 6).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "awith/awith.hpp"
@@ -260,7 +265,7 @@ TEST(Tasks, DebugReportsNeverRetrievedExceptionAndNeverAwaitedCoroutine) {
   o.debug = true;
   o.virtual_clock = true;
   run([&]() -> Task<void> {
-    EventLoop::running().set_exception_handler([&](const std::string& m) { reports.push_back(m); });
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) { reports.push_back(c.describe()); });
     {
       auto t = create_task([]() -> Task<void> {
         throw std::runtime_error("lost");
@@ -307,4 +312,129 @@ TEST(Tasks, RunCoroutineThreadsafe) {
   EXPECT_THROW(slow.get(), CancelledError);
   loop.call_soon_threadsafe([&] { loop.stop(); });
   t.join();
+}
+
+// A reference from current_task() keeps the task's state alive: after the task has ended and every
+// TaskHandle is gone, the reference still answers (done, cancelled, a cancel that does nothing).
+TEST(Tasks, CurrentTaskReferenceOutlivesTheTask) {
+  std::optional<TaskRef> kept;
+  run([&]() -> Task<void> {
+    co_await create_task([&]() -> Task<void> {
+      kept.emplace(current_task());
+      co_await sleep(1ms);
+    });
+    EXPECT_EQ(all_tasks().size(), 1u);
+  }(), test::virtual_time());
+  ASSERT_TRUE(kept);
+  EXPECT_TRUE(kept->done());
+  EXPECT_FALSE(kept->cancelled());
+  EXPECT_FALSE(kept->cancel());
+  EXPECT_EQ(kept->cancelling(), 0);
+  EXPECT_NE(std::string(kept->where().file).find("test_tasks.cpp"), std::string::npos);
+  kept.reset();
+}
+
+// all_tasks() references stay valid while their tasks end, and compare equal to the handle's task.
+TEST(Tasks, AllTasksReferencesOutliveTheirTasks) {
+  std::vector<TaskRef> refs;
+  run([&]() -> Task<void> {
+    auto child = create_task([]() -> Task<void> { co_await sleep(1h); });
+    refs = all_tasks();
+    EXPECT_EQ(refs.size(), 2u);
+    int matches = 0;
+    for (auto& r : refs) matches += r.is(child) ? 1 : 0;
+    EXPECT_EQ(matches, 1);
+    for (auto& r : refs)
+      if (r.is(child)) EXPECT_TRUE(r.cancel("stop"));
+    EXPECT_THROW(co_await child, CancelledError);
+    TaskRef copy = refs[0];
+    EXPECT_EQ(copy, refs[0]);
+  }(), test::virtual_time());
+  ASSERT_EQ(refs.size(), 2u);
+  int cancelled = 0;
+  for (auto& r : refs) {
+    EXPECT_TRUE(r.done());
+    cancelled += r.cancelled() ? 1 : 0;
+  }
+  EXPECT_EQ(cancelled, 1);
+  EXPECT_NE(refs[0], refs[1]);
+}
+
+namespace {
+// A condition a to_thread job blocks on until the test opens it.
+struct Gate {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool open = false;
+  std::atomic<bool> entered{false};
+  void wait() {
+    entered = true;
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return open; });
+  }
+  void release() {
+    std::lock_guard lock(mutex);
+    open = true;
+    cv.notify_all();
+  }
+};
+}  // namespace
+
+// A job that never returns (a hung getaddrinfo) cannot hold run() forever: the executor's
+// shutdown waits executor_shutdown_timeout, reports through the exception handler and leaves the
+// job's thread detached. Released after run() returned (the loop is gone), the thread finishes
+// without touching the loop (ASan would see it) and drops the result.
+TEST(Tasks, ExecutorShutdownStopsWaitingForAHungJob) {
+  EXPECT_EQ(LoopOptions{}.executor_shutdown_timeout, std::optional<Duration>(std::chrono::seconds(300)));
+  auto gate = std::make_shared<Gate>();
+  std::vector<std::string> reports;
+  LoopOptions options;
+  options.executor_shutdown_timeout = 100ms;
+  bool completed = false;
+  auto start = std::chrono::steady_clock::now();
+  run([&]() -> Task<void> {
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) { reports.push_back(c.message); });
+    (void)create_task([&, gate]() -> Task<void> {
+      auto job = to_thread([gate] { gate->wait(); });  // named: see docs/design.md on g++ 12
+      co_await job;
+      completed = true;
+    });
+    for (int i = 0; i < 1000 && !gate->entered; ++i) co_await sleep(1ms);
+    EXPECT_TRUE(gate->entered);
+  }(), options);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 100ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_FALSE(completed);
+  EXPECT_EQ(reports, std::vector<std::string>{"the default executor did not finish within 100 ms: 1 job still "
+                                               "running was left on detached threads (results dropped)"});
+  // The detached worker holds the job (and so the gate) until it has dropped the result.
+  std::weak_ptr<Gate> watch = gate;
+  gate->release();
+  gate.reset();
+  for (int i = 0; i < 1000 && !watch.expired(); ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(watch.expired());
+}
+
+// Within the bound, shutdown waits for a running job as before, and reports nothing.
+TEST(Tasks, ExecutorShutdownWaitsForAJobWithinTheBound) {
+  std::vector<std::string> reports;
+  std::atomic<bool> finished{false};
+  LoopOptions options;
+  options.executor_shutdown_timeout = 10s;
+  run([&]() -> Task<void> {
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) { reports.push_back(c.message); });
+    (void)create_task([&]() -> Task<void> {
+      auto job = to_thread([&] {
+        std::this_thread::sleep_for(50ms);
+        finished = true;
+      });
+      co_await job;
+    });
+    co_await sleep(1ms);
+  }(), options);
+  EXPECT_TRUE(finished);
+  EXPECT_TRUE(reports.empty());
+  options.executor_shutdown_timeout = -1ms;
+  EXPECT_THROW(run([]() -> Task<void> { co_return; }(), options), std::invalid_argument);
 }

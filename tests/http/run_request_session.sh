@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs examples/request_session against a local httpbin-style /get (tests/support/httpbin.py) and
-# prints its output; CTest compares it with the line the seed's Python prints.
+# prints its output and exits with its status (tests/support/check_output.py checks both).
 #   run_request_session.sh EXAMPLE_BINARY HTTPBIN_PY
 set -uo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 EXAMPLE_BINARY HTTPBIN_PY" >&2; exit 2; }

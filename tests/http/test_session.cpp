@@ -576,3 +576,59 @@ TEST(HttpSession, TaskCancelDuringTheBody) {
     co_await session.close();
   });
 }
+
+// A temporary session is moved into async_with, which owns it for the block and closes it on the
+// way out (docs/http.md's first snippet is the second block here).
+TEST(HttpSession, TemporarySessionIsOwnedByAsyncWith) {
+  base();
+  run_http([&]() -> Task<void> {
+    http::SessionOptions options;
+    options.base_url = base();
+    std::size_t open_inside = 0;
+    std::size_t keys = co_await async_with(ClientSession(options), [&](ClientSession& session) -> Task<std::size_t> {
+      nlohmann::json data = co_await get_json(session, "/get");
+      open_inside = session.open_connections();
+      co_return data.size();
+    });
+    EXPECT_EQ(keys, 4u);
+    EXPECT_EQ(open_inside, 1u);
+    std::string url = base() + "/get";
+    int status = 0;
+    co_await async_with(http::ClientSession(http::ClientTimeout{.total = 10s}), [&](http::ClientSession& session) -> Task<void> {
+      co_await async_with(session.get(url), [&](http::ClientResponse& resp) -> Task<void> {
+        nlohmann::json data = co_await resp.json();
+        status = resp.status();
+        EXPECT_EQ(data["url"], url);
+      });
+    });
+    EXPECT_EQ(status, 200);
+  });
+}
+
+// A session moves until it is used (entered, or asked for a request); then moving it throws. A
+// moved-from session is closed.
+TEST(HttpSession, MovableUntilUsedAndAMovedFromSessionIsClosed) {
+  run_http([&]() -> Task<void> {
+    const std::string nowhere = "http://127.0.0.1:9/";
+    ClientSession first;
+    ClientSession second(std::move(first));
+    EXPECT_TRUE(first.closed());
+    EXPECT_FALSE(second.closed());
+    EXPECT_EQ(first.open_connections(), 0u);
+    std::string refused;
+    try {
+      co_await async_with(first.get(nowhere), [](ClientResponse&) {});
+    } catch (const http::ClientConnectionError& e) {
+      refused = e.what();
+    }
+    EXPECT_NE(refused.find("the session is closed"), std::string::npos) << refused;
+    co_await async_with(second, [](ClientSession& entered) {
+      EXPECT_THROW(ClientSession moved(std::move(entered)), InvalidStateError);
+    });
+    EXPECT_TRUE(second.closed());
+    ClientSession requested;
+    auto request = requested.get(nowhere);
+    EXPECT_THROW(ClientSession moved(std::move(requested)), InvalidStateError);
+    co_await requested.close();
+  });
+}

@@ -196,7 +196,7 @@ TEST(Server, ServesSocatAndNc) {
 TEST(Server, HandlerExceptionIsReportedAndIsolated) {
   run([&]() -> Task<void> {
     std::vector<std::string> reports;
-    EventLoop::running().set_exception_handler([&](const std::string& m) { reports.push_back(m); });
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) { reports.push_back(c.describe()); });
     auto server = co_await start_server(
         [](StreamReader r, StreamWriter w) -> Task<void> {
           std::string line = co_await r.readline();
@@ -281,8 +281,8 @@ TEST(Server, EmfileBacksOffAndRecovers) {
 #endif
   run([&]() -> Task<void> {
     int reports = 0;
-    EventLoop::running().set_exception_handler([&](const std::string& m) {
-      if (m.find("out of system resource") != std::string::npos) ++reports;
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) {
+      if (c.message.find("out of system resource") != std::string::npos) ++reports;
     });
     ServerOptions options;
     options.accept_retry_delay = 100ms;

@@ -105,7 +105,7 @@ TEST(Signals, CallbackExceptionIsReported) {
   PreviousDisposition previous;
   run([&]() -> Task<void> {
     std::vector<std::string> reports;
-    EventLoop::running().set_exception_handler([&](const std::string& m) { reports.push_back(m); });
+    EventLoop::running().set_exception_handler([&](const ExceptionContext& c) { reports.push_back(c.describe()); });
     int calls = 0;
     add_signal_handler(SIGUSR1, [&] {
       ++calls;

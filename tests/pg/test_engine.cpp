@@ -288,13 +288,15 @@ TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
   }());
 }
 
-TEST(PgEngine, ServerRestartGivesClearErrorsAndThePoolRecovers) {
-  const std::string dir = std::string(AWITH_PG_CLUSTER_DIR) + "-restart";
-  const std::string dsn = test::pg_cluster_command("start " + dir) + " application_name=awith_test_restart";
+// The restart tests restart the server: each has a cluster of its own, stopped on every path.
+class PgEngineRestart : public test::PgPrivateCluster {};
+
+TEST_F(PgEngineRestart, ServerRestartGivesClearErrorsAndThePoolRecovers) {
+  const std::string named_dsn = dsn() + " application_name=awith_test_restart";
   run([&]() -> Task<void> {
     pg::PoolOptions opts;
     opts.size = 2;
-    co_await async_with(pg::create_engine(dsn, opts), [&](pg::Engine& engine) -> Task<void> {
+    co_await async_with(pg::create_engine(named_dsn, opts), [&](pg::Engine& engine) -> Task<void> {
       std::string lost_sqlstate;
       auto sleeper = create_task([&]() -> Task<void> {
         co_await async_with(engine.connect(), [&](pg::Connection& c) -> Task<void> {
@@ -310,7 +312,7 @@ TEST(PgEngine, ServerRestartGivesClearErrorsAndThePoolRecovers) {
       co_await async_with(engine.connect(), [&](pg::Connection& held) -> Task<void> {
         EXPECT_EQ(co_await held.fetchval<int>("SELECT 1"), 1);
         co_await sleep(100ms);
-        co_await to_thread([&] { test::pg_cluster_command("restart " + dir); });
+        co_await to_thread([&] { restart_server(); });
         EXPECT_THROW(co_await held.execute("SELECT 1"), pg::ConnectionLostError);
         EXPECT_TRUE(held.is_closed());
       });
@@ -324,23 +326,19 @@ TEST(PgEngine, ServerRestartGivesClearErrorsAndThePoolRecovers) {
       EXPECT_EQ(engine.status().open, 1u);
     });
   }());
-  test::pg_cluster_command("stop " + dir);
 }
 
-TEST(PgEngine, IdleConnectionsBrokenByARestartAreReplacedTransparently) {
-  const std::string dir = std::string(AWITH_PG_CLUSTER_DIR) + "-idle-restart";
-  const std::string dsn = test::pg_cluster_command("start " + dir);
+TEST_F(PgEngineRestart, IdleConnectionsBrokenByARestartAreReplacedTransparently) {
   run([&]() -> Task<void> {
-    co_await async_with(pg::create_engine(dsn), [&](pg::Engine& engine) -> Task<void> {
+    co_await async_with(pg::create_engine(dsn()), [&](pg::Engine& engine) -> Task<void> {
       co_await async_with(engine.connect(), [&](pg::Connection& c) -> Task<void> { co_await c.execute("SELECT 1"); });
-      co_await to_thread([&] { test::pg_cluster_command("restart " + dir); });
+      co_await to_thread([&] { restart_server(); });
       co_await sleep(50ms);  // the termination notice reaches the idle socket
       co_await async_with(engine.connect(), [&](pg::Connection& c) -> Task<void> {
         EXPECT_EQ(co_await c.fetchval<int>("SELECT 3"), 3);
       });
     });
   }());
-  test::pg_cluster_command("stop " + dir);
 }
 
 TEST(PgEngine, DisposeClosesEverythingAndRefusesNewAcquires) {

@@ -396,3 +396,64 @@ TEST(CancelScope, ExplicitCancelEndsQuietly) {
   }(), test::virtual_time());
   EXPECT_EQ(trace.str(), "moved on\nsync part of a pre-cancelled scope runs\ncaught=True\n");
 }
+
+// wait_for accepts awaiters built in place that cannot be moved (lock.acquire(), q.get()): it
+// borrows them for the expression. On expiry the wait is withdrawn: the lock is not taken, no
+// item is consumed; within the bound they complete as a plain await would.
+TEST(WaitFor, BorrowsAwaitersBuiltInPlace) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    Lock lock;
+    Queue<int> q;
+    co_await lock.acquire();
+    auto start = EventLoop::running().time();
+    try {
+      co_await wait_for(lock.acquire(), 1s);
+    } catch (const TimeoutError&) {
+      trace("lock.acquire() timed out after " + std::to_string((EventLoop::running().time() - start) / 1ms) + "ms");
+    }
+    lock.release();
+    trace("released: locked=" + test::py(lock.locked()) + " (no waiter was left queued)");
+    bool got = co_await wait_for(lock.acquire(), 1s);
+    trace("then acquired=" + test::py(got) + " locked=" + test::py(lock.locked()));
+    lock.release();
+    try {
+      co_await wait_for(q.get(), 1s);
+    } catch (const TimeoutError&) {
+      trace("q.get() timed out");
+    }
+    q.put_nowait(5);
+    trace("item kept: qsize=" + std::to_string(q.qsize()));
+    trace("q.get() -> " + std::to_string(co_await wait_for(q.get(), 1s)));
+    auto putter = create_task([&]() -> Task<void> {
+      co_await sleep(100ms);
+      q.put_nowait(6);
+    });
+    trace("q.get() while a put comes -> " + std::to_string(co_await wait_for(q.get(), 1s)));
+    co_await putter;
+  }(), test::virtual_time());
+  EXPECT_EQ(trace.str(),
+            "lock.acquire() timed out after 1000ms\nreleased: locked=False (no waiter was left queued)\n"
+            "then acquired=True locked=True\nq.get() timed out\nitem kept: qsize=1\nq.get() -> 5\n"
+            "q.get() while a put comes -> 6\n");
+}
+
+// An owned awaitable (a Task, a TaskHandle) gives a Task that can be stored; a borrowed one gives
+// a BorrowingTask, which can only be awaited in the expression that made it.
+TEST(WaitFor, OwnedResultsCanBeStoredBorrowedOnesAreBorrowingTasks) {
+  run([&]() -> Task<void> {
+    auto quick = []() -> Task<int> {
+      co_await sleep(0);
+      co_return 42;
+    };
+    auto stored = wait_for(quick(), 1s);
+    auto handle = create_task(quick());
+    auto through_handle = wait_for(handle, 1s);
+    co_await sleep(0);
+    EXPECT_EQ(co_await std::move(stored), 42);
+    EXPECT_EQ(co_await through_handle, 42);
+    EXPECT_EQ(co_await handle, 42);  // awaiting a copy of the handle did not move the result out
+  }(), test::virtual_time());
+  static_assert(std::is_same_v<decltype(wait_for(std::declval<Task<int>>(), 1s)), Task<int>>);
+  static_assert(std::is_same_v<decltype(wait_for(std::declval<detail::LockAcquire>(), 1s)), BorrowingTask<bool>>);
+}

@@ -1,7 +1,7 @@
 // ClientSession (aiohttp's): an HTTP/1.1 client with a keep-alive connection pool, used as an
 // async context manager.
 //
-//   co_await async_with(http::ClientSession({.timeout = {.total = 10s}}), [&](http::ClientSession& session) -> Task<void> {
+//   co_await async_with(http::ClientSession(http::ClientTimeout{.total = 10s}), [&](http::ClientSession& session) -> Task<void> {
 //     co_await async_with(session.get(url), [&](http::ClientResponse& resp) -> Task<void> {
 //       auto data = co_await resp.json();
 //     });
@@ -119,6 +119,12 @@ class ClientSession {
   ClientSession();
   explicit ClientSession(SessionOptions options);
   explicit ClientSession(ClientTimeout timeout);
+  // A session can be moved until it is used — entered, or asked for a request (its
+  // ResponseManagers point at it) — so that async_with(ClientSession(options), ...) can own it.
+  // Moving a used session throws InvalidStateError. A moved-from session is closed: its requests
+  // raise ClientConnectionError("the session is closed").
+  ClientSession(ClientSession&& other);
+  ClientSession& operator=(ClientSession&&) = delete;
   ClientSession(const ClientSession&) = delete;
   ClientSession& operator=(const ClientSession&) = delete;
   // A session that was never closed aborts its pooled connections (no graceful close possible here).
@@ -147,7 +153,10 @@ class ClientSession {
   Task<void> close();
   bool closed() const noexcept { return closed_; }
 
-  Ready<ClientSession&> aenter() noexcept { return {*this}; }
+  Ready<ClientSession&> aenter() noexcept {
+    in_use_ = true;
+    return {*this};
+  }
   Task<void> aexit(std::exception_ptr) { return close(); }
 
   const SessionOptions& options() const noexcept { return options_; }
@@ -164,8 +173,9 @@ class ClientSession {
                                  std::optional<TimePoint> total_deadline);
 
   SessionOptions options_;
-  std::shared_ptr<detail::Pool> pool_;
+  std::shared_ptr<detail::Pool> pool_;  // null once moved from
   bool closed_ = false;
+  bool in_use_ = false;
 };
 
 }  // namespace awith::http
