@@ -1,6 +1,6 @@
-// Closed-loop HTTP GET load with awith's ClientSession, the twin of
-// ../shared/bench/http/aiohttp_load.py: CONNS tasks share one session whose pool is limited to CONNS
-// keep-alive connections; each repeats GET URL + read the body until the deadline.
+// Closed-loop HTTP GET load with awith's ClientSession, the twin of the aiohttp load client in the
+// peer harness's HTTP suite (SHARED_BENCH): CONNS tasks share one session whose pool is limited to
+// CONNS keep-alive connections; each repeats GET URL + read the body until the deadline.
 //
 //   http_load URL CONNS DURATION_SECONDS
 // Prints one line: requests_per_s=N errors=N (non-200 responses and exceptions).

@@ -1,7 +1,7 @@
-// Micro-benchmarks of the core runtime, measured like ../shared/bench/micro (asyncio, uvloop,
-// Asio) so scripts/bench.sh can print them in one table. Each benchmark runs as the main task of
-// a fresh loop. Counters: ops_per_iteration (the time per operation is the time per iteration
-// divided by it) and bytes_per_task (the memory row).
+// Micro-benchmarks of the core runtime, measured like the peer harness's micro suite (SHARED_BENCH:
+// asyncio, uvloop, Asio) so scripts/bench.sh can print them in one table. Each benchmark runs as
+// the main task of a fresh loop. Counters: ops_per_iteration (the time per operation is the time
+// per iteration divided by it) and bytes_per_task (the memory row).
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 #include <unistd.h>

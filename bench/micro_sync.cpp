@@ -1,7 +1,7 @@
-// Micro-benchmarks of the synchronization primitives and queues, keyed like the asyncio rows of
-// ../shared/bench/micro (BM_<key>) so scripts/bench.sh puts them side by side. Each benchmark
-// runs as the main task of a fresh loop. Counter ops_per_iteration: the time per operation is the
-// time per iteration divided by it.
+// Micro-benchmarks of the synchronization primitives and queues, keyed like the asyncio rows of the
+// peer harness's micro suite (SHARED_BENCH; BM_<key>) so scripts/bench.sh puts them side by side.
+// Each benchmark runs as the main task of a fresh loop. Counter ops_per_iteration: the time per
+// operation is the time per iteration divided by it.
 #include <benchmark/benchmark.h>
 
 #include <awith/awith.hpp>

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Prints awith's micro-benchmarks beside the peers of ../shared/bench/micro in one table.
+"""Prints awith's micro-benchmarks beside the peers of the micro suite of the peer benchmark
+harness (SHARED_BENCH) in one table.
 
 Usage: micro_table.py --awith A.json [--awith B.json ...]
                       [--asyncio X.tsv] [--uvloop Y.tsv] [--asio Z.tsv]
@@ -32,9 +33,9 @@ KEYS = {
     "BM_exit_stack_entry": "exitstack_entry",
 }
 
-# The core targets of issue 2 (ns per operation, bytes for memory) and the Asio numbers the issue
-# quotes for the same machine: on a loaded machine absolute numbers drift, so the target is also
-# checked as a same-run ratio, asio / awith >= asio_quoted / target.
+# awith's core performance targets (ns per operation, bytes for memory) and the Asio numbers
+# measured on the same machine when the targets were set: on a loaded machine absolute numbers
+# drift, so the target is also checked as a same-run ratio, asio / awith >= asio_quoted / target.
 TARGETS = {
     "await_direct": (10, 14),
     "task_create_await": (60, 361),

@@ -1,4 +1,4 @@
-// Closed-loop "SELECT 1" load for ../shared/bench/pg/run_pg.sh:
+// Closed-loop "SELECT 1" load, awith's row in the peer harness's PostgreSQL suite (SHARED_BENCH):
 //   pg_load HOST PORT CLIENTS DURATION [--pipeline [DEPTH]]
 // CLIENTS tasks each hold one pooled connection for the run and loop fetchval("SELECT 1")
 // (a prepared statement after the first call), or with --pipeline send DEPTH statements per round

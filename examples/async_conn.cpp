@@ -1,4 +1,6 @@
-// The seed's section 1: a class implementing aenter/aexit (Python's __aenter__/__aexit__).
+// Mirrors the asyncio program whose AsyncConn class implements __aenter__/__aexit__ (a simulated
+// connection that takes 0.1 s to open and 0.1 s to close) and is used as
+// `async with AsyncConn() as conn`; here the class implements aenter/aexit.
 // Prints exactly what the Python program prints: connected / connection state: True /
 // connection closed.
 #include <cstdio>

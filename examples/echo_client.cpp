@@ -1,4 +1,5 @@
-// The client side of the seed's Example 2: sends one line to echo_server and prints the reply.
+// Mirrors asyncio's tcp_echo_client (open_connection, write, drain, readline, close, wait_closed),
+// the client of the start_server echo example: sends one line to echo_server and prints the reply.
 //
 //   echo_client [PORT] [MESSAGE]     (defaults: 8888, "Hello World!")
 #include <cstdio>

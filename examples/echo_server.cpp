@@ -1,9 +1,10 @@
-// The seed's Example 2: asyncio's start_server echo server, in awith.
+// Mirrors asyncio's start_server echo server (handle_echo reads a line, prints it, writes it back,
+// drains and closes; main serves forever), in awith.
 //
 //   echo_server [PORT]          one line per connection (readline, write, drain, close,
 //                               wait_closed); port 8888 by default
-//   echo_server --bench PORT    echoes every byte until the peer closes (the benchmark server of
-//                               ../shared/bench/echo/run_echo.sh)
+//   echo_server --bench PORT    echoes every byte until the peer closes (the awith server that
+//                               the peer harness's echo benchmark drives)
 //
 // Graceful shutdown on SIGINT/SIGTERM (the documented pattern): the signal handler closes the
 // server, so no new connection is accepted and serve_forever returns; leaving async_with waits

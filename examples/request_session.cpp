@@ -1,6 +1,6 @@
-// The seed's section 2 (contextlib.asynccontextmanager around aiohttp.ClientSession), line for
-// line: a generator-based manager yields an http::ClientSession; the body GETs a URL and prints
-// the status and the first three JSON keys.
+// Mirrors the Python request_session program (contextlib.asynccontextmanager around
+// aiohttp.ClientSession), line for line: a generator-based manager yields an http::ClientSession;
+// the body GETs a URL and prints the status and the first three JSON keys.
 //
 //   request_session URL        (the tour passes a local httpbin-style /get: tests/support/httpbin.py)
 #include <iostream>

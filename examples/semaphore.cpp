@@ -1,4 +1,5 @@
-// The seed's Example 1: 50 tasks share a Semaphore(10); each holds it for 0.1 s. In Python:
+// Mirrors the asyncio Semaphore example: 50 tasks share a Semaphore(10); each holds it for 0.1 s.
+// In Python:
 //
 //     async def worker(sem):
 //         global count

@@ -3,13 +3,16 @@
 #   1. micro: awith's Google Benchmark binaries (BUILD_DIR/bench/micro_*) and
 #      $SHARED_BENCH/micro/run_micro.sh (asyncio, uvloop, Boost.Asio), pinned to the same CPU,
 #      printed as ONE table with the ratios peer / awith (> 1: awith is faster);
-#   2. echo, http, pg: the shared harnesses with awith's echo server, HTTP load client and pg load
+#   2. fairness: scripts/bench_fairness.sh (a deadline over a task that never waits, I/O round
+#      trips while many tasks are ready), beside the same programs in asyncio;
+#   3. echo, http, pg: the shared harnesses with awith's echo server, HTTP load client and pg load
 #      client added as extra rows, when those binaries are built.
 #
 #   scripts/bench.sh BUILD_DIR
 #
-# Env: SHARED_BENCH [../shared/bench beside the repo]; absent = awith's own micro-benchmarks only.
-#      SUITES ["micro echo http pg"]  SAMPLES [5] repetitions (median)  SCALE [1.0] peers' counts
+# Env: SHARED_BENCH [the peer benchmark harness directory, default set below]; absent = awith's own
+#      micro-benchmarks only.
+#      SUITES ["micro fairness echo http pg"]  SAMPLES [5] repetitions (median)  SCALE [1.0] peers' counts
 #      MICRO_CPU [0]  BENCH_MIN_TIME [0.3] s per awith repetition  PY [/usr/bin/python3]
 #      ECHO_ONLY ["epoll_echo asio_coro libuv awith"] (the harness's ONLY)  REPEATS [3] per suite
 #      ECHO_SERVER_CMD [BUILD_DIR/examples/echo_server --bench {port}] awith's echo server
@@ -20,7 +23,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "$1" && pwd) || { echo "bench: no build directory $1" >&2; exit 2; }
 SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-SUITES=${SUITES:-micro echo http pg}
+SUITES=${SUITES:-micro fairness echo http pg}
 SAMPLES=${SAMPLES:-5}
 SCALE=${SCALE:-1.0}
 MICRO_CPU=${MICRO_CPU:-0}
@@ -144,6 +147,10 @@ run_pg() {
 }
 
 wants micro && { run_micro || status=1; }
+if wants fairness; then
+  echo
+  "$ROOT/scripts/bench_fairness.sh" "$BUILD" | tee "$OUT/fairness.md" || status=1
+fi
 if [ "$peers" = 1 ]; then
   wants echo && run_echo
   wants http && run_http

@@ -17,10 +17,12 @@ Task<void> AsyncExitStack::aclose() { co_await aexit(nullptr); }
 
 Task<bool> AsyncExitStack::aexit(std::exception_ptr error) {
   std::exception_ptr pending = error;
-  detail::CleanupScope cleanup;
   while (!exits_.empty()) {
     Exit exit = std::move(exits_.back());
     exits_.pop_back();
+    // One cleanup scope per exit, as nested async_with blocks have: a cancellation that interrupts
+    // one exit has reached the task, so the next exit hides it and runs to completion.
+    detail::CleanupScope cleanup;
     try {
       if (co_await exit(pending)) pending = nullptr;
     } catch (...) {

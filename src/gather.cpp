@@ -32,16 +32,33 @@ bool GatherWait::ready() const noexcept {
   return remaining_ == 0 || (!return_exceptions_ && first_failure_);
 }
 
+namespace {
+// What a yielded wait whose tasks were already done does when its task runs again: done tasks
+// stay done, so it completes.
+bool stays_complete(void*) noexcept { return true; }
+}  // namespace
+
 bool GatherWait::await_suspend(std::coroutine_handle<> h) {
   if (!interruptible_) {
+    if (ready()) return false;
     begin_shielded(h);
-  } else if (!begin(h)) {
-    // Already cancelled when it would wait: as asyncio's gather, cancel every child and still
-    // wait for them all; await_resume then raises CancelledError.
-    cancel_requested_ = true;
-    cancel_children();
-    if (remaining_ == 0) return false;
-    begin_shielded(h);
+  } else {
+    switch (begin_op(h, ready(), &stays_complete, this)) {
+      case Attempt::complete:
+        return false;
+      case Attempt::yielded:
+        return true;
+      case Attempt::interrupted:
+        // Cancelled: as asyncio's gather, cancel every child and still wait for them all;
+        // await_resume then raises CancelledError.
+        cancel_requested_ = true;
+        cancel_children();
+        if (remaining_ == 0) return false;
+        begin_shielded(h);
+        break;
+      case Attempt::wait:
+        break;
+    }
   }
   waiting_ = true;
   for (auto& c : children_) {
@@ -123,7 +140,15 @@ bool SetWait::satisfied() const noexcept {
 
 bool SetWait::await_suspend(std::coroutine_handle<> h) {
   if (timeout_ && *timeout_ <= Duration::zero()) return false;
-  if (!begin(h)) return false;
+  switch (begin_op(h, satisfied(), &stays_complete, this)) {
+    case Attempt::interrupted:
+    case Attempt::complete:
+      return false;
+    case Attempt::yielded:
+      return true;
+    case Attempt::wait:
+      break;
+  }
   waiting_ = true;
   for (auto& c : children_)
     if (!c.task->done()) c.task->add_completion(&c);

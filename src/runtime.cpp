@@ -133,8 +133,10 @@ void TaskBase::on_cancel_request() noexcept {
   Waiter* w = waiter_;
   waiter_ = nullptr;
   if (w->detach(w)) {
-    interrupted_ = true;
+    mark_interrupted();
     schedule();
+  } else {
+    note_delivered();  // an uninterruptible wait passes the request on to what it awaits
   }
 }
 

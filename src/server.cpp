@@ -30,7 +30,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   ServerState(ConnectionHandler handler, ServerOptions options)
       : loop_(&EventLoop::running()), handler_(std::move(handler)), options_(options) {}
   ~ServerState() {
-    retry_.cancel();
+    stop_accept_retry();
     close_listeners();
   }
 
@@ -77,7 +77,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
     if (closed_) return;
     closed_ = true;
     serving_ = false;
-    retry_.cancel();
+    stop_accept_retry();
     close_listeners();
     forever_waiters_.wake_all();
     if (active_ == 0) closed_waiters_.wake_all();
@@ -108,6 +108,19 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   static void on_listener_event(IoWatch* w) {
     auto* l = static_cast<Listener*>(w);
     if (l->owner->serving_ && !l->owner->accept_paused_) l->owner->accept_from(*l);
+  }
+
+  // The accept retry after EMFILE/ENOMEM is a timer embedded here: pausing needs no allocation.
+  struct AcceptRetry : TimerNode {
+    ServerState* owner = nullptr;
+  };
+  static void on_accept_retry(TimerNode* n) {
+    auto* self = static_cast<AcceptRetry*>(n)->owner;
+    self->accept_paused_ = false;
+    self->accept_all();
+  }
+  void stop_accept_retry() noexcept {
+    if (accept_retry_.armed()) loop_->remove_timer(&accept_retry_);
   }
 
   void accept_all() {
@@ -149,10 +162,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
               ExceptionContext("socket.accept() out of system resource on " + l.address.to_string() + "; pausing accept",
                                std::make_exception_ptr(std::system_error(err, std::generic_category(), "accept"))));
           accept_paused_ = true;
-          retry_ = loop_->call_later(options_.accept_retry_delay, [this] {
-            accept_paused_ = false;
-            accept_all();
-          });
+          loop_->add_timer(&accept_retry_, detail::deadline_after(loop_->time(), options_.accept_retry_delay));
           return;
         }
         default: {
@@ -219,7 +229,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   std::size_t active_ = 0;
   IoWaitList forever_waiters_;
   IoWaitList closed_waiters_;
-  Handle retry_;
+  AcceptRetry accept_retry_{{TimePoint{}, 0, TimerNode::kNotArmed, &on_accept_retry}, this};
   std::string unix_path_;
   bool serving_ = false;
   bool closed_ = false;

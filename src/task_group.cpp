@@ -115,7 +115,8 @@ bool TaskGroup::ChildrenWait::await_suspend(std::coroutine_handle<> h) {
   return true;
 }
 
-// A new cancellation while the exit waits (rule 7): cancel the children, keep waiting for them.
+// A new cancellation while the exit waits: cancel the children, keep waiting for them (no child
+// outlives the group's block).
 bool TaskGroup::ChildrenWait::on_detach(detail::Waiter* w) noexcept {
   auto* self = static_cast<ChildrenWait*>(w);
   TaskGroup* g = self->group;
@@ -128,7 +129,8 @@ Task<void> TaskGroup::aexit(std::exception_ptr error) {
   state_ = State::exiting;
   bool body_error_is_cancel = error && detail::is_cancelled_error(error);
   // The body's cancellation is the group's own when the group cancelled the body (after a child
-  // failed) and nothing outside is cancelled: then it folds into the shutdown (rule 2).
+  // failed) and nothing outside is cancelled: then it folds into the shutdown (a cancelled scope
+  // ends the CancelledError that leaves it).
   bool own_cancel = body_.leave(error);
   bool propagate_cancel = body_error_is_cancel && !own_cancel;
   if (error && !aborting_) abort();
@@ -137,7 +139,8 @@ Task<void> TaskGroup::aexit(std::exception_ptr error) {
     try {
       co_await wait;
     } catch (const CancelledError&) {
-      // A visible cancellation before the wait began: treat it as a new request (rule 7).
+      // A visible cancellation before the wait began: treat it as a new request (cancel the
+      // children and keep waiting, so none outlives the block).
       cancelled_by_new_request_ = true;
       if (!aborting_) abort();
     }

@@ -18,6 +18,7 @@ decltype(auto) get_awaiter(A&& a) {
     return std::forward<A>(a);
   }
 }
+
 }  // namespace detail
 
 // An awaiter: await_ready, await_suspend and await_resume.

@@ -1,8 +1,9 @@
 // Cancel scopes (trio's CancelScope): a region of a task that can be cancelled as a unit,
 // explicitly or by a deadline, optionally shielded from the cancellation outside it.
 //
-// The shielded cleanup scope is the documented way to write cleanup that "takes timeouts and
-// cancellation into account" (the seed's best practice): inside an aexit,
+// The shielded cleanup scope is the documented way to write cleanup that takes timeouts and
+// cancellation into account (it must not hang, and must not be cut short by the cancellation it
+// cleans up after): inside an aexit,
 //
 //   co_await async_with(CancelScope::shielded(2s), [&]() -> Task<void> { co_await flush(); });
 //
@@ -35,7 +36,7 @@ class DeadlineScope : TimerNode {
 
   void enter();
   // Leaves the scope. Returns true when `error` is this scope's own cancellation: the scope was
-  // cancelled and no scope outside it is (rule 2: then this scope ends it).
+  // cancelled and no scope outside it is (then this scope ends the CancelledError that leaves it).
   bool leave(const std::exception_ptr& error) noexcept;
   void cancel() noexcept { scope_.request_cancel(); }
   bool cancel_called() const noexcept { return scope_.cancel_requested() || cancelled_before_; }

@@ -62,7 +62,8 @@ class GatherWait : public WaitSlot {
   GatherWait(std::vector<TaskBase*> tasks, bool return_exceptions, bool interruptible = true);
   GatherWait(const GatherWait&) = delete;
   ~GatherWait();
-  bool await_ready() const noexcept { return ready(); }
+  // Awaiting tasks that are already done is still a checkpoint (runtime.hpp: CHECKPOINTS).
+  bool await_ready() const noexcept { return StepBudget::take() && ready(); }
   bool await_suspend(std::coroutine_handle<> h);
   // The task whose exception gather raises (first to fail), or nullptr.
   TaskBase* await_resume();
@@ -104,9 +105,11 @@ auto as_handle(A&& a) {
 template <class A>
 inline constexpr bool borrowed_v = !std::is_constructible_v<std::remove_cvref_t<A>, A>;
 
+// The operand of co_await names the parameter itself: g++ 12 copies an awaiter that co_await
+// reaches through a function call (std::forward) or a lambda capture, which an immovable one refuses.
 template <class P>
 Task<await_result_t<P>> await_in_place(P&& aw) {
-  co_return co_await std::forward<P>(aw);
+  co_return co_await static_cast<P&&>(aw);
 }
 
 template <class A>
@@ -297,7 +300,7 @@ class SetWait : public WaitSlot, public TimerNode {
   SetWait(std::vector<TaskBase*> tasks, ReturnWhen when, std::optional<Duration> timeout);
   SetWait(const SetWait&) = delete;
   ~SetWait();
-  bool await_ready() const noexcept { return satisfied(); }
+  bool await_ready() const noexcept { return StepBudget::take() && satisfied(); }
   bool await_suspend(std::coroutine_handle<> h);
   void await_resume();
 

@@ -315,6 +315,9 @@ class EventLoop {
   void remove_watch(detail::IoWatch* watch) noexcept;
   std::uint64_t next_cancel_stamp() noexcept { return ++cancel_stamp_; }
   int task_budget() const noexcept { return task_budget_; }
+  // Whether anything besides the running task could use the loop now: a ready runnable, a timer,
+  // I/O or another thread's call. When nothing could, a spent budget refills without a yield.
+  bool others_could_run() const noexcept { return !ready_.empty() || !timers_.empty() || outside_events(); }
   // While an observer is installed it sees every await of every task (awith::testing's sweeps).
   void set_await_observer(detail::AwaitObserver* observer) noexcept { await_observer_ = observer; }
   detail::AwaitObserver* await_observer() const noexcept { return await_observer_; }

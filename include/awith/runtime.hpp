@@ -31,7 +31,7 @@
 // SCOPES. Each task has a stack of scopes (its own, timeouts, task-group bodies, cancel scopes,
 // cleanup scopes). A scope is cancelled by stamping it with a fresh, loop-wide increasing number.
 // A suspension point sees the scopes from the innermost outward, stopping after a shielded one;
-// a cleanup scope hides the requests stamped before it began (docs/design.md).
+// a cleanup scope hides the requests its task had received before it began (docs/design.md).
 #pragma once
 
 #include <climits>
@@ -169,7 +169,16 @@ class TaskBase : public Runnable {
     schedule();
   }
   void on_cancel_request() noexcept;
-  void mark_interrupted() noexcept { interrupted_ = true; }
+  // The wait is interrupted: await_resume raises CancelledError, which delivers every request
+  // made so far.
+  void mark_interrupted() noexcept {
+    interrupted_ = true;
+    note_delivered();
+  }
+  // Every request made so far reached the task's code (as CancelledError, or through the task it
+  // awaits): a cleanup scope begun after this point hides them.
+  void note_delivered() noexcept { delivered_stamp_ = loop_->last_cancel_stamp(); }
+  std::uint64_t delivered_stamp() const noexcept { return delivered_stamp_; }
   bool take_interrupted() noexcept {
     bool was = interrupted_;
     interrupted_ = false;
@@ -226,6 +235,7 @@ class TaskBase : public Runnable {
   SourceLocation where_;
   bool (*retry_)(void*) noexcept = nullptr;
   void* retry_arg_ = nullptr;
+  std::uint64_t delivered_stamp_ = 0;  // see note_delivered
   std::uint32_t refs_ = 1;
   std::uint32_t unconstrained_ = 0;  // the loop's reference while pending, dropped when done
   std::uint16_t cancel_requests_ = 0;
@@ -272,9 +282,11 @@ struct WaitSlot : Waiter {
       --st.remaining;
     } else if (st.banked > 0) {
       --st.banked;
-    } else {
+    } else if (task->loop().others_could_run()) {
       task->yield_then_retry(h, retry, self);
       return Attempt::yielded;
+    } else {
+      st.remaining = task->loop().task_budget() - 1;  // a yield would only resume this task
     }
     return Attempt::complete;
   }
@@ -343,13 +355,15 @@ struct CheckpointAwaiter : WaitSlot {
   void enqueue() noexcept {}
 };
 
-// Opens a cleanup scope for its lifetime: requests made before it began are hidden from
-// the awaits inside; later ones still interrupt them.
+// Opens a cleanup scope for its lifetime: the requests the task has already received (the
+// cancellation it is cleaning up after) are hidden from the awaits inside; later ones, and one
+// that arrived but was never raised (the task was already woken when it came, and reached this
+// cleanup without passing a checkpoint), still interrupt them, so no request is lost.
 class CleanupScope {
  public:
   CleanupScope() : CleanupScope(this_task()) {}
   explicit CleanupScope(TaskBase& task) noexcept {
-    scope_.barrier = task.loop().last_cancel_stamp();
+    scope_.barrier = task.delivered_stamp();
     scope_.enter(&task);
   }
   ~CleanupScope() { scope_.exit(); }

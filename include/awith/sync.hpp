@@ -14,8 +14,8 @@
 //   or duplicate one, and waiters are served strictly first come, first served.
 // - Checkpoints: every acquire() and wait() is one, also when it completes at once (a free lock
 //   or permit, a set event), so a busy task stays cancellable: a task that can see a cancellation
-//   gets CancelledError there before it takes anything (inside a cleanup scope, only requests made
-//   after the cleanup began count). Each task step may complete LoopOptions::task_budget such
+//   gets CancelledError there before it takes anything (inside a cleanup scope, the cancellation
+//   its task was already unwinding from does not count). Each task step may complete LoopOptions::task_budget such
 //   operations at once; the next one yields to the loop first and takes nothing until the task
 //   runs again. The suspension contract is in runtime.hpp, the model in docs/design.md.
 // - Cancellation of a waiter: cancelled while queued, it leaves the queue holding nothing and the

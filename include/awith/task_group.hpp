@@ -26,7 +26,7 @@ namespace awith {
 //     tg.create_task(fetch(2));
 //   });  // both are done here, or the failures are raised as an ExceptionGroup
 //
-// No child outlives the block (rule 7): the exit waits for every child, also when it is itself
+// No child outlives the block: the exit waits for every child, also when it is itself
 // cancelled — a new cancellation cancels the children and the wait goes on until they are done.
 // Cancelling the task that runs the block cancels the body and every child, and re-raises
 // CancelledError (not an ExceptionGroup, unless a child failed meanwhile), as asyncio does.

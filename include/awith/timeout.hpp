@@ -19,7 +19,8 @@ namespace awith {
 
 // Used with async_with: when the deadline passes, the body is cancelled at its current await and
 // TimeoutError (with the CancelledError as its nested exception) is raised at the boundary. An
-// outer cancellation or an outer timeout passes through unchanged (rule 2).
+// outer cancellation or an outer timeout passes through unchanged (the outermost cancelled scope
+// owns the cancellation).
 class Timeout {
  public:
   explicit Timeout(std::optional<TimePoint> when) noexcept : scope_(when) {}
@@ -62,7 +63,11 @@ namespace detail {
 template <class A, class P>
 Task<await_result_t<A>> await_with_timeout(P aw, std::optional<Duration> delay) {
   using R = await_result_t<A>;
-  co_return co_await async_with(timeout(delay), [&]() -> Task<R> { co_return co_await static_cast<A&&>(aw); });
+  // A local reference as the operand: g++ 12 copies an awaiter reached through a lambda capture.
+  co_return co_await async_with(timeout(delay), [&]() -> Task<R> {
+    auto& operand = aw;
+    co_return co_await static_cast<A&&>(operand);
+  });
 }
 }  // namespace detail
 

@@ -8,6 +8,8 @@
 #include <utility>
 
 #include "awith/awith.hpp"
+#include "awith/testing.hpp"
+#include "awith/testing/gtest.hpp"
 #include "support/trace.hpp"
 
 using namespace awith;
@@ -192,7 +194,7 @@ struct Cm07 {
     } catch (...) {
     }
     trace("exit exc=" + test::exception_name(e) + " args=('" + msg + "',)");
-    co_await sleep(0);  // cleanup may await while the task is being cancelled (rule 3)
+    co_await sleep(0);  // cleanup may await while the task is being cancelled
     co_return;
   }
 };
@@ -317,83 +319,63 @@ TEST(AsyncWith, PrvalueManagersAreOwnedLvaluesBorrowed) {
 }
 
 namespace {
-// For the cancel-at-every-point test: each await point is numbered; the task cancels itself at
-// point `cancel_at` (or never).
-struct Points {
-  int next = 0;
-  int cancel_at = -1;
-  Task<void> point() {
-    if (next++ == cancel_at) current_task().cancel();
-    co_await sleep(1ms);
-  }
-};
 // A constructor, not aggregate initialisation: g++ 12 destroys the members of an aggregate
 // initialised in a co_await full-expression twice when the await throws (docs/design.md).
 struct Stage {
-  Stage(std::string n, Points& p, Trace& t) : name(std::move(n)), points(p), trace(t) {}
+  Stage(std::string n, Trace& t) : name(std::move(n)), trace(t) {}
   std::string name;
-  Points& points;
   Trace& trace;
   Task<Stage*> aenter() {
-    co_await points.point();
+    co_await sleep(1ms);
     trace(name + " entered");
     co_return this;
   }
   Task<void> aexit(std::exception_ptr e) {
     trace(name + " exit " + test::exception_name(e));
-    co_await points.point();
-    co_await points.point();
+    co_await sleep(1ms);
+    co_await sleep(1ms);
     trace(name + " exit done");
   }
 };
 }  // namespace
 
 // Cancels the task at exactly each await point in turn (in aenter, the body and aexit of three
-// nested managers) and checks that every entered manager exits exactly once, innermost first, and
-// that the task ends cancelled. Exits run in cleanup scopes: they finish their awaits, except the
-// one during which the cancel itself was requested (a new request interrupts cleanup, rule 3).
+// nested managers), at the await and while suspended there, and checks that every entered manager
+// exits exactly once, innermost first, and that the task ends cancelled. Exits run in cleanup
+// scopes: they finish their awaits, except the one during which the cancel itself was requested
+// (a new request interrupts cleanup).
 TEST(AsyncWith, CancelAtEveryAwaitPointRunsEveryExitOnceInOrder) {
-  auto scenario = [](int cancel_at, Trace& trace) -> std::pair<bool, int> {
-    Points points;
-    points.cancel_at = cancel_at;
-    bool cancelled = false;
-    run([&]() -> Task<void> {
-      auto t = create_task([&]() -> Task<void> {
-        co_await async_with(Stage{"a", points, trace}, Stage{"b", points, trace}, Stage{"c", points, trace},
+  Trace trace;
+  auto report = awith::testing::sweep_cancellation(
+      [&]() -> Task<void> {
+        trace.lines.clear();
+        co_await async_with(Stage{"a", trace}, Stage{"b", trace}, Stage{"c", trace},
                             [&](Stage*, Stage*, Stage*) -> Task<void> {
-                              co_await points.point();
+                              co_await sleep(1ms);
                               trace("body");
-                              co_await points.point();
+                              co_await sleep(1ms);
                             });
-      });
-      try {
-        co_await t;
-      } catch (const CancelledError&) {
-        cancelled = true;
-      }
-    }(), test::virtual_time());
-    return {cancelled, points.next};
-  };
-  Trace full;
-  auto [cancelled_without, total_points] = scenario(-1, full);
-  ASSERT_FALSE(cancelled_without);
-  ASSERT_EQ(total_points, 3 + 2 + 3 * 2);
-  for (int k = 0; k < total_points; ++k) {
-    Trace trace;
-    EXPECT_TRUE(scenario(k, trace).first) << "cancel at point " << k;
-    std::vector<std::string> entered, exits, done;
-    for (auto& line : trace.lines) {
-      if (line.find(" entered") != std::string::npos) entered.push_back(line.substr(0, 1));
-      if (line.find(" exit ") != std::string::npos && line.find("done") == std::string::npos)
-        exits.push_back(line.substr(0, 1));
-      if (line.find(" exit done") != std::string::npos) done.push_back(line.substr(0, 1));
-    }
-    std::vector<std::string> reversed(entered.rbegin(), entered.rend());
-    EXPECT_EQ(exits, reversed) << "cancel at point " << k << "\n" << trace.str();
-    bool cancel_inside_an_exit = k >= 5;
-    EXPECT_EQ(done.size() + (cancel_inside_an_exit ? 1 : 0), entered.size()) << "cancel at point " << k << "\n"
-                                                                             << trace.str();
-  }
+      },
+      awith::testing::gtest_check([&](const awith::testing::SweepRun& run) {
+        if (!run.point) {
+          EXPECT_EQ(run.outcome, awith::testing::RunOutcome::returned);
+          return;
+        }
+        EXPECT_TRUE(run.cancelled());
+        std::vector<std::string> entered, exits, done;
+        for (auto& line : trace.lines) {
+          if (line.find(" entered") != std::string::npos) entered.push_back(line.substr(0, 1));
+          if (line.find(" exit ") != std::string::npos && line.find("done") == std::string::npos)
+            exits.push_back(line.substr(0, 1));
+          if (line.find(" exit done") != std::string::npos) done.push_back(line.substr(0, 1));
+        }
+        std::vector<std::string> reversed(entered.rbegin(), entered.rend());
+        EXPECT_EQ(exits, reversed) << trace.str();
+        bool cancel_inside_an_exit = run.point->index >= 5;
+        EXPECT_EQ(done.size() + (cancel_inside_an_exit ? 1 : 0), entered.size()) << trace.str();
+      }));
+  EXPECT_EQ(report.points, 3 + 2 + 3 * 2);
+  EXPECT_TRUE(report.passed()) << report.describe();
 }
 
 // Debug mode: a block abandoned mid-body (here its task can never wake, so run() ends it at

@@ -1,4 +1,6 @@
-// create_task, TaskHandle and the cancellation model (docs/design.md, rules 1, 2, 5, 6).
+// create_task, TaskHandle and the cancellation model of docs/design.md: a cancelled task starts no
+// new wait, a cancelled scope ends the CancelledError that leaves it, CancelledError is not a
+// std::exception, and uncancel() is how code swallows one.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -93,7 +95,7 @@ TEST(Tasks, CancelBeforeFirstStepSkipsTheBody) {
   EXPECT_FALSE(ran);
 }
 
-// Rule 5: CancelledError is not a std::exception.
+// CancelledError is not a std::exception, so catching std::exception does not swallow it.
 TEST(Tasks, CatchStdExceptionDoesNotSwallowCancellation) {
   bool swallowed = false;
   run([&]() -> Task<void> {
@@ -112,8 +114,9 @@ TEST(Tasks, CatchStdExceptionDoesNotSwallowCancellation) {
   static_assert(!std::is_base_of_v<std::exception, CancelledError>);
 }
 
-// Rule 1, and where awith differs from asyncio: a swallowed cancellation is raised again at the
-// next suspension point (asyncio would let the second sleep complete).
+// A cancelled task starts no new wait, and this is where awith differs from asyncio: a swallowed
+// cancellation is raised again at the next suspension point (asyncio would let the second sleep
+// complete).
 TEST(Tasks, CancellationIsLevelTriggered) {
   Trace trace;
   run([&]() -> Task<void> {
@@ -138,7 +141,7 @@ TEST(Tasks, CancellationIsLevelTriggered) {
   EXPECT_EQ(trace.str(), "first\nsecond\n");
 }
 
-// Rule 6: uncancel() withdraws a request; with none left the task is no longer cancelled.
+// uncancel() withdraws a request; with none left the task is no longer cancelled.
 TEST(Tasks, UncancelWithdrawsTheRequest) {
   auto v = run([]() -> Task<int> {
     auto t = create_task([]() -> Task<int> {
@@ -317,10 +320,10 @@ TEST(Tasks, RunCoroutineThreadsafe) {
 // A reference from current_task() keeps the task's state alive: after the task has ended and every
 // TaskHandle is gone, the reference still answers (done, cancelled, a cancel that does nothing).
 TEST(Tasks, CurrentTaskReferenceOutlivesTheTask) {
-  std::optional<TaskRef> kept;
+  std::unique_ptr<TaskRef> kept;  // (std::optional<TaskRef> trips g++ 12's maybe-uninitialized)
   run([&]() -> Task<void> {
     co_await create_task([&]() -> Task<void> {
-      kept.emplace(current_task());
+      kept = std::make_unique<TaskRef>(current_task());
       co_await sleep(1ms);
     });
     EXPECT_EQ(all_tasks().size(), 1u);
@@ -344,8 +347,11 @@ TEST(Tasks, AllTasksReferencesOutliveTheirTasks) {
     int matches = 0;
     for (auto& r : refs) matches += r.is(child) ? 1 : 0;
     EXPECT_EQ(matches, 1);
-    for (auto& r : refs)
-      if (r.is(child)) EXPECT_TRUE(r.cancel("stop"));
+    for (auto& r : refs) {
+      if (r.is(child)) {
+        EXPECT_TRUE(r.cancel("stop"));
+      }
+    }
     EXPECT_THROW(co_await child, CancelledError);
     TaskRef copy = refs[0];
     EXPECT_EQ(copy, refs[0]);

@@ -6,6 +6,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <functional>
+#include <vector>
+
 #include "awith/awith.hpp"
 #include "awith/server.hpp"
 #include "awith/stream.hpp"
@@ -418,5 +421,45 @@ TEST(Stream, ClientAgainstPythonAsyncioServer) {
     co_await w.wait_closed();
     int status = co_await to_thread([&] { return ::pclose(p); });
     EXPECT_EQ(status, 0);
+  }());
+}
+
+// Every read is a checkpoint, also when the bytes are already there: a cancelled task's read
+// throws CancelledError and takes nothing, so the next read gets every byte.
+TEST(Stream, ReadsWithDataAtHandAreCheckpointsAndLoseNothing) {
+  run([]() -> Task<void> {
+    auto streams = socket_pair();
+    auto& a = streams.first;
+    auto& b = streams.second;
+    b.writer.write("one\ntwo\nthree");
+    co_await b.writer.drain();
+    std::string first = co_await a.reader.readexactly(1);  // the rest is now in the read buffer
+    EXPECT_EQ(first, "o");
+    const std::vector<std::pair<std::string, std::function<Task<void>()>>> reads = {
+        {"read", [&]() -> Task<void> { (void)co_await a.reader.read(1); }},
+        {"readexactly", [&]() -> Task<void> { (void)co_await a.reader.readexactly(1); }},
+        {"readuntil", [&]() -> Task<void> { (void)co_await a.reader.readuntil("\n"); }},
+        {"readline", [&]() -> Task<void> { (void)co_await a.reader.readline(); }},
+        {"drain", [&]() -> Task<void> { co_await a.writer.drain(); }},
+    };
+    for (const auto& [name, read_once] : reads) {
+      const auto& read = read_once;
+      bool cancelled = false;
+      co_await create_task([&]() -> Task<void> {
+        current_task().cancel();
+        try {
+          co_await read();
+        } catch (const CancelledError&) {
+          cancelled = true;
+        }
+        current_task().uncancel();
+      });
+      EXPECT_TRUE(cancelled) << name;
+    }
+    b.writer.close();
+    EXPECT_EQ(co_await a.reader.read(), "ne\ntwo\nthree");
+    a.writer.close();
+    co_await a.writer.wait_closed();
+    co_await b.writer.wait_closed();
   }());
 }

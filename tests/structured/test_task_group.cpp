@@ -294,8 +294,8 @@ TEST(TaskGroup, Tg09ChildCancelledIsNotAnError) {
   EXPECT_EQ(trace.str(), "body continues\nb finished\ngroup exited normally; a.cancelled=True b.done=True\n");
 }
 
-// Rule 7: a new cancellation while the exit waits cancels the children and keeps waiting for them;
-// the block never ends with a child still running.
+// No orphans: a new cancellation while the exit waits cancels the children and keeps waiting for
+// them; the block never ends with a child still running.
 TEST(TaskGroup, NoOrphanWhenTheExitItselfIsCancelled) {
   Trace trace;
   run([&]() -> Task<void> {

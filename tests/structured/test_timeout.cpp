@@ -175,8 +175,9 @@ struct SlowExit {  // constructed, not aggregate-initialised: see Stage in test_
 };
 }  // namespace
 
-// to_06: (a) the deadline hits the body: the exit's awaits complete (rule 3); (b) the deadline
-// passes while the exit itself awaits: that is a new request, the cleanup await is interrupted.
+// to_06: (a) the deadline hits the body: the exit's awaits complete (cleanup is not interrupted by
+// the cancellation that unwinds it); (b) the deadline passes while the exit itself awaits: that is
+// a new request, the cleanup await is interrupted.
 TEST(Timeout, To06ExpiresDuringInnerAexit) {
   Trace trace;
   run([&]() -> Task<void> {

@@ -50,6 +50,15 @@ struct Fixture {
         {"Barrier.wait", [this]() -> Task<void> { (void)co_await barrier.wait(); },
          [this] { return barrier.n_waiting() == 0; }},
         {"finished task", [this]() -> Task<void> { (void)co_await finished; }, [] { return true; }},
+        {"gather of finished tasks", [this]() -> Task<void> { (void)co_await gather(finished, finished); },
+         [] { return true; }},
+        {"wait on finished tasks",
+         [this]() -> Task<void> {
+           std::vector<TaskHandle<int>> tasks;  // (a braced list inside a coroutine trips g++ 12)
+           tasks.push_back(finished);
+           (void)co_await wait(tasks);
+         },
+         [] { return true; }},
         {"checkpoint", []() -> Task<void> { co_await checkpoint(); }, [] { return true; }},
     };
   }

@@ -144,7 +144,8 @@ TEST(Lock, WokenThenCancelledKeepsTheLockAndReleasesOnExit) {
             "a holds the lock\na cancelled at its next await; locked=True\nb holds the lock\nb done\n");
 }
 
-// A task already cancelled does not queue at a held lock (rule 1) and leaves no trace in it.
+// A task already cancelled does not queue at a held lock (a cancelled task starts no new wait) and
+// leaves no trace in it.
 TEST(Lock, AcquireInACancelledTaskRaisesWithoutQueueing) {
   run([]() -> Task<void> {
     Lock lock;
@@ -299,8 +300,9 @@ TEST(Semaphore, Sync04BoundedSemaphore) {
             "Semaphore(-1) -> ValueError: Semaphore initial value must be >= 0\n");
 }
 
-// The seed's Example 1 on the virtual clock: 50 tasks behind Semaphore(10), each holding it for
-// 0.1 s, take exactly 5 rounds of loop time, and never more than 10 hold it at once.
+// The asyncio Semaphore example (examples/semaphore.cpp) on the virtual clock: 50 tasks behind
+// Semaphore(10), each holding it for 0.1 s, take exactly 5 rounds of loop time, and never more
+// than 10 hold it at once.
 TEST(Semaphore, Example1FiftyTasksTenAtATime) {
   run([]() -> Task<void> {
     Semaphore sem(10);

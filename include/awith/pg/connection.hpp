@@ -165,9 +165,10 @@ class Connection {
   // A round trip with an empty statement (pre-ping).
   Task<void> ping();
   // Brings an interrupted connection back to idle: cancel request, then drain; with `rollback` an
-  // open transaction is rolled back too. Runs as cleanup (rule 3) bounded by `bound`; returns
-  // reusable(). A failure closes the connection instead of throwing; a new cancellation of the
-  // calling task still propagates.
+  // open transaction is rolled back too. Runs as cleanup (the cancellation already unwinding the
+  // caller does not interrupt it, a new one does) bounded by `bound`; returns reusable(). A
+  // failure closes the connection instead of throwing; a new cancellation of the calling task
+  // still propagates.
   Task<bool> reset(Duration bound, bool rollback);
   void close() noexcept;
 
