@@ -7,6 +7,8 @@
 #   pg_cluster.sh dsn DIR      prints the DSN of the running cluster in DIR
 #   pg_cluster.sh restart DIR  pg_ctl restart -m fast (same port)
 #   pg_cluster.sh stop DIR     stops the server and removes DIR
+#   pg_cluster.sh stop-all DIR stops DIR and every cluster in DIR-* (what the tests' private
+#                              clusters are called), for a test run that was killed midway
 #
 # Only the DSN goes to stdout; diagnostics go to stderr. Trust authentication, fsync off: for
 # tests only. Nothing outside DIR is touched but the machine-wide port lock PORT_LOCK: every start
@@ -15,7 +17,7 @@
 # run as the postgres user (runuser).
 set -euo pipefail
 
-usage() { echo "usage: $0 start|dsn|restart|stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start|dsn|restart|stop|stop-all DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1
 dir=$2
@@ -76,15 +78,22 @@ restart() {
   as_pg "$pgbin/pg_ctl" -D "$data" -l "$dir/postgres.log" -m fast -w -t 30 restart >/dev/null 8>&-
 }
 
+stop_cluster() {
+  if [ -f "$1/data/postmaster.pid" ]; then
+    as_pg "$pgbin/pg_ctl" -D "$1/data" -m fast -w -t 30 stop >/dev/null || true
+  fi
+  rm -rf "$1"
+}
+
 case $cmd in
   start) start ;;
   dsn) running || { echo "pg_cluster: no cluster running in $dir" >&2; exit 1; }; dsn ;;
   restart) restart ;;
-  stop)
-    if [ -f "$data/postmaster.pid" ]; then
-      as_pg "$pgbin/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null || true
-    fi
-    rm -rf "$dir"
+  stop) stop_cluster "$dir" ;;
+  stop-all)
+    for d in "$dir" "$dir"-*; do
+      if [ -d "$d" ]; then stop_cluster "$d"; fi
+    done
     ;;
   *) usage ;;
 esac

@@ -64,7 +64,10 @@ extern "C" void on_interrupt(int sig) {
   on_signal(sig);
 }
 
+// A null handler is the default disposition whatever the flags say (ThreadSanitizer reports
+// SA_SIGINFO still set after SA_RESETHAND reset a handler).
 bool is_handler(const struct sigaction& sa, void (*handler)(int)) {
+  if (handler == SIG_DFL) return sa.sa_handler == SIG_DFL;
   return !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == handler;
 }
 

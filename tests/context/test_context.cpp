@@ -224,6 +224,36 @@ TEST(AsyncWith, Cm07CancelInBodyRunsAexit) {
             "caught CancelledError args=('stop-now',)\ntask cancelled=True\n");
 }
 
+// The edge where a wake-up and a cancel cross: the task was woken (the event was set) before the
+// cancel came, so its wait returns normally and its body completes; the cancel has not reached its
+// code, so the cleanup that follows does not hide it: the exit's first await raises it, and the
+// task ends cancelled instead of losing the request.
+TEST(AsyncWith, ACancelThatArrivesAfterTheWakeUpIsNotHiddenByTheCleanupThatFollows) {
+  Trace trace;
+  run([&]() -> Task<void> {
+    Event ev;
+    auto t = create_task([&]() -> Task<void> {
+      co_await async_with(Cm07{trace}, [&]() -> Task<void> {
+        co_await ev.wait();
+        trace("body completed");
+      });
+      trace("after the block (should not happen)");
+    });
+    co_await sleep(0);
+    ev.set();       // t is woken...
+    t.cancel("late");  // ...and cancelled before it runs again
+    try {
+      co_await t;
+    } catch (const CancelledError& e) {
+      trace("caught CancelledError args=('" + e.message() + "',)");
+    }
+    trace(std::string("task cancelled=") + (t.cancelled() ? "True" : "False"));
+  }(), test::virtual_time());
+  EXPECT_EQ(trace.str(),
+            "enter\nbody completed\nexit exc=None args=('',)\n"
+            "caught CancelledError args=('late',)\ntask cancelled=True\n");
+}
+
 namespace {
 struct Swallow {
   Trace& trace;
