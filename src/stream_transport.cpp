@@ -304,6 +304,7 @@ bool StreamTransport::try_send(const char*& p, std::size_t& n) noexcept {
   while (n > 0) {
     ssize_t sent = ::send(fd_, p, n, MSG_NOSIGNAL);
     if (sent >= 0) {
+      bytes_sent_ += static_cast<std::uint64_t>(sent);
       p += sent;
       n -= static_cast<std::size_t>(sent);
       if (n > 0) watch_.writable = false;  // a short send means the socket buffer is full
@@ -378,6 +379,7 @@ void StreamTransport::writev(const std::string_view* parts, std::size_t count) {
         watch_.writable = false;
         break;
       }
+      bytes_sent_ += static_cast<std::uint64_t>(sent);
       // Skip what was sent: whole parts, then the sent prefix of the first unsent one.
       auto left = static_cast<std::size_t>(sent);
       while (i < count && left >= parts[i].size()) left -= parts[i++].size();

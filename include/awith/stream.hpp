@@ -189,6 +189,9 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   bool is_closing() const noexcept { return closing_ || fd_ < 0; }
   Task<void> wait_closed();
   std::size_t write_buffer_size() const noexcept { return wbuf_.size(); }
+  // Bytes the kernel accepted on this socket so far (TLS records included): whether anything of a
+  // message left, which decides if a failed request may be sent again.
+  std::uint64_t bytes_sent() const noexcept { return bytes_sent_; }
 
   ByteBuffer& read_buffer() noexcept { return rbuf_; }
   bool read_eof() const noexcept { return read_eof_ || fd_ < 0; }
@@ -231,6 +234,7 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   StreamOptions options_;
   ByteBuffer rbuf_;
   ByteBuffer wbuf_;
+  std::uint64_t bytes_sent_ = 0;
   IoWaitList readers_;
   IoWaitList drainers_;
   IoWaitList closed_waiters_;

@@ -34,12 +34,15 @@ Task<bool> Connection::receive(Deadline deadline, const URL& url) {
 
 Task<void> Connection::send(std::string_view head, std::string_view body, Deadline deadline, const URL& url) {
   auto& w = stream.writer;
+  request_left = false;
   if (w.is_closing()) throw ServerDisconnectedError("the connection is closed", url.str());
+  const std::uint64_t sent_before = transport().bytes_sent();
   if (body.empty()) {
     w.write(head);
   } else {
     w.writelines({head, body});
   }
+  request_left = transport().bytes_sent() != sent_before;
   if (w.write_buffer_size() == 0) co_return;
   bool failed = false;
   std::string what;
@@ -49,6 +52,7 @@ Task<void> Connection::send(std::string_view head, std::string_view body, Deadli
     failed = true;
     what = e.what();
   }
+  request_left = transport().bytes_sent() != sent_before;
   if (failed) throw ClientConnectionError("sending the request failed: " + what, url.str());
 }
 

@@ -73,6 +73,9 @@ struct Connection {
   ResponseParser parser;
   TimePoint idle_since{};
   bool reused = false;  // served a request before this one
+  // Some byte of the current request was accepted by the kernel: it may have reached the server,
+  // so a failure after it only allows a retry where running the request twice is safe.
+  bool request_left = false;
 
   awith::detail::StreamTransport& transport() const noexcept { return *stream.reader.transport(); }
   // Received bytes the parser has not consumed.

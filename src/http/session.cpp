@@ -64,6 +64,24 @@ Task<void> read_head(detail::Connection& c, bool head_request, detail::Deadline 
   }
 }
 
+// RetryStale's rule for a request that failed on a reused connection before any response byte.
+bool may_resend(RetryStale rule, const std::string& method, bool request_left) {
+  switch (rule) {
+    case RetryStale::never:
+      return false;
+    case RetryStale::always:
+      return true;
+    case RetryStale::unsent_only:
+      return !request_left;
+    case RetryStale::when_safe:
+      break;
+  }
+  if (!request_left) return true;
+  for (const char* idempotent : {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+    if (method == idempotent) return true;
+  return false;
+}
+
 }  // namespace
 
 ClientSession::ClientSession(SessionOptions options)
@@ -95,7 +113,7 @@ Task<void> ClientSession::close() {
 
 Task<ClientResponse> ClientSession::send_once(const std::string& method, const URL& url, const std::string& head,
                                               const std::string& body, const ClientTimeout& timeout,
-                                              std::optional<TimePoint> total_deadline) {
+                                              std::optional<TimePoint> total_deadline, RetryStale retry_stale) {
   detail::Deadline total{total_deadline, TimeoutPhase::total};
   detail::Deadline connect = detail::earliest(total, detail::after(timeout.connect, TimeoutPhase::connect));
   for (int attempt = 0;; ++attempt) {
@@ -106,10 +124,12 @@ Task<ClientResponse> ClientSession::send_once(const std::string& method, const U
       co_await conn->send(head, body, total, url);
       co_await read_head(*conn, method == "HEAD", total, timeout.sock_read, url);
     } catch (const ClientConnectionError& e) {
-      // A keep-alive connection the server closed meanwhile fails before any response byte: the
-      // request never reached the server's application, so one retry on a new connection is safe.
+      // A reused keep-alive connection failed before any response byte: the server closed it
+      // while idle, or received the request and died. Once on a new connection, where RetryStale
+      // allows it.
       bool timed_out = dynamic_cast<const ClientTimeoutError*>(&e) != nullptr;
-      if (!reused || timed_out || conn->parser.started()) throw;
+      if (!reused || timed_out || conn->parser.started() || attempt > 0) throw;
+      if (!may_resend(retry_stale, method, conn->request_left)) throw;
       stale = true;
     }
     if (stale) continue;
@@ -123,6 +143,7 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
   URL url = options_.base_url.empty() ? URL::parse(url_text) : URL::parse(options_.base_url).join(url_text);
   url = url.with_params(options.params);
   const ClientTimeout& timeout = options.timeout ? *options.timeout : options_.timeout;
+  const RetryStale retry_stale = options.retry_stale.value_or(options_.retry_stale);
   std::optional<TimePoint> total_deadline;
   if (timeout.total) total_deadline = EventLoop::running().time() + *timeout.total;
 
@@ -164,7 +185,7 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
       if (!iequals(k, "Content-Length") && !iequals(k, "Transfer-Encoding")) head.append(k).append(": ").append(v).append("\r\n");
     head.append("\r\n");
 
-    ClientResponse resp = co_await send_once(method, url, head, body, timeout, total_deadline);
+    ClientResponse resp = co_await send_once(method, url, head, body, timeout, total_deadline, retry_stale);
     auto location = resp.headers().get("Location");
     if (!options.allow_redirects || !is_redirect(resp.status()) || !location) {
       resp.history_ = std::move(history);

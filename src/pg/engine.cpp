@@ -97,6 +97,12 @@ class Pool {
           co_await conn->ping();
         } catch (const Error&) {
           stale = true;
+        } catch (...) {
+          // Cancelled mid-ping: the connection may still owe the ping's reply, so it is closed,
+          // and counted as closed.
+          conn.reset();
+          --open_;
+          throw;
         }
       }
       if (!stale) co_return conn;

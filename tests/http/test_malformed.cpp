@@ -3,6 +3,10 @@
 // connection never goes back to the pool.
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "awith/http/session.hpp"
 #include "http/http_test_support.hpp"
 
@@ -183,8 +187,8 @@ TEST(HttpMalformed, CancellationSweepByLoopIterations) {
         Server server = co_await start_server(std::move(handler), "127.0.0.1", 0);
         ClientSession session;
         int cancelled = 0, completed = 0;
-        // The loop polls for I/O only every 64 busy iterations, so a request spans hundreds of
-        // them; the sweep ends once requests keep completing.
+        // A request spans many loop iterations (the loop polls I/O between them); the sweep ends
+        // once requests keep completing.
         int completed_in_a_row = 0;
         for (int k = 0; k < 2000 && completed_in_a_row < 20; ++k) {
           bool done = false;
@@ -215,4 +219,83 @@ TEST(HttpMalformed, CancellationSweepByLoopIterations) {
         co_await server.wait_closed();
       },
       60s);
+}
+
+namespace {
+// A server that answers the first request on each connection and, on the second, reads the whole
+// request, counts it and closes without answering: it ran the request and then died. Counts the
+// requests to /run it received.
+struct DyingAfterOneServer {
+  int executions = 0;
+  ConnectionHandler handler() {
+    return [this](StreamReader r, StreamWriter w) -> Task<void> {
+      try {
+        for (int on_this_connection = 0;; ++on_this_connection) {
+          std::string head = co_await r.readuntil("\r\n\r\n");
+          std::size_t length = 0;
+          if (auto at = head.find("Content-Length: "); at != std::string::npos)
+            length = std::stoul(head.substr(at + 16));
+          if (length > 0) co_await r.readexactly(static_cast<std::ptrdiff_t>(length));
+          if (head.find(" /run ") != std::string::npos) ++executions;
+          if (on_this_connection == 1) break;
+          w.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+          co_await w.drain();
+        }
+      } catch (const std::exception&) {
+      }
+      w.close();
+    };
+  }
+};
+
+struct RetryCase {
+  RetryCase(std::string m, std::optional<http::RetryStale> r, bool s, int e)
+      : method(std::move(m)), rule(r), succeeds(s), executions(e) {}
+  std::string method;
+  std::optional<http::RetryStale> rule;  // nullopt: the session's default
+  bool succeeds;                         // answered after one retry on a new connection
+  int executions;                        // how many times the server ran it
+};
+}  // namespace
+
+// A request the server received and then died on is sent again only where that is safe: an
+// idempotent method, or with the application's consent (RetryStale::always); a POST is never run
+// twice by default.
+TEST(HttpMalformed, ARequestTheServerMayHaveRunIsRetriedOnlyWhenThatIsSafe) {
+  using http::RetryStale;
+  const std::vector<RetryCase> cases = {
+      RetryCase("POST", std::nullopt, false, 1),          RetryCase("PATCH", std::nullopt, false, 1),
+      RetryCase("GET", std::nullopt, true, 2),            RetryCase("PUT", std::nullopt, true, 2),
+      RetryCase("DELETE", std::nullopt, true, 2),         RetryCase("POST", RetryStale::always, true, 2),
+      RetryCase("POST", RetryStale::unsent_only, false, 1), RetryCase("GET", RetryStale::never, false, 1),
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.method + (c.rule ? " with an explicit rule" : " with the default rule"));
+    run_http([&]() -> Task<void> {
+      DyingAfterOneServer counting;
+      Server server = co_await start_server(counting.handler(), "127.0.0.1", 0);
+      ClientSession session;
+      co_await async_with(session.get(url_of(server, "/warm")), [](ClientResponse& r) -> Task<void> {
+        EXPECT_EQ(co_await r.read(), "ok");
+      });
+      http::RequestOptions options;
+      options.data = "payload";
+      options.retry_stale = c.rule;
+      bool answered = false;
+      try {
+        co_await async_with(session.request(c.method, url_of(server, "/run"), std::move(options)),
+                            [&](ClientResponse& r) -> Task<void> {
+                              EXPECT_EQ(co_await r.read(), "ok");
+                              answered = true;
+                            });
+      } catch (const http::ClientConnectionError& e) {
+        EXPECT_NE(std::string(e.what()).find("/run"), std::string::npos) << e.what();
+      }
+      EXPECT_EQ(answered, c.succeeds);
+      EXPECT_EQ(counting.executions, c.executions);
+      co_await session.close();
+      server.close();
+      co_await server.wait_closed();
+    });
+  }
 }

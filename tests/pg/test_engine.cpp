@@ -167,6 +167,41 @@ TEST(PgEngine, MaxLifetimeMaxIdleAndPrePingReplaceConnections) {
   }());
 }
 
+// A borrower cancelled while the pre-ping of its idle connection is in flight: the connection,
+// which may still owe the ping's reply, is closed and no longer counted, so the pool's books match
+// what it holds and it goes on serving.
+TEST(PgEngine, ABorrowerCancelledDuringThePrePingLeavesThePoolCountRight) {
+  run([]() -> Task<void> {
+    pg::PoolOptions ping;
+    ping.pre_ping = true;
+    co_await async_with(pg::create_engine(test::pg_dsn_for("awith_test_preping_cancel"), ping), [&](pg::Engine& e) -> Task<void> {
+      for (int round = 0; round < 3; ++round) {
+        co_await async_with(e.connect(), [](pg::Connection& c) -> Task<void> { co_await c.execute("SELECT 1"); });
+        AWITH_CO_ASSERT(e.status().idle == 1u);
+        bool reached_body = false;
+        auto borrower = create_task([&]() -> Task<void> {
+          co_await async_with(e.connect(), [&](pg::Connection&) -> Task<void> {
+            reached_body = true;
+            co_return;
+          });
+        });
+        co_await sleep(0);  // the borrower took the idle connection and waits for the ping's reply
+        borrower.cancel();
+        EXPECT_THROW(co_await borrower, CancelledError);
+        EXPECT_FALSE(reached_body);
+        auto status = e.status();
+        EXPECT_EQ(status.checked_out, 0u);
+        EXPECT_EQ(status.open, status.idle + status.checked_out) << "round " << round;
+      }
+      EXPECT_EQ(co_await async_with(e.connect(), [](pg::Connection& c) -> Task<int> {
+                  co_return co_await c.fetchval<int>("SELECT 7");
+                }),
+                7);
+      EXPECT_EQ(e.status().open, 1u);
+    });
+  }());
+}
+
 TEST(PgEngine, HundredConcurrentTasks) {
   run([]() -> Task<void> {
     pg::PoolOptions opts;

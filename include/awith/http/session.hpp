@@ -66,6 +66,24 @@ struct ConnectorOptions {
   TlsOptions tls;
 };
 
+// When a request that failed on a reused keep-alive connection, before any byte of a response,
+// is sent again on a new connection. The server may have closed the idle connection just as the
+// request was written (a race no check can close), or it may have received and run the request
+// and then died: only the first case is safe to repeat for a request that is not idempotent.
+enum class RetryStale {
+  // The request provably never left (no byte of it was accepted by the kernel), or its method is
+  // idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE: running it twice has the effect of once,
+  // RFC 9110 9.2.2), as urllib3 does. The default.
+  when_safe,
+  // Only when the request provably never left, whatever its method.
+  unsent_only,
+  // Every such request, also a POST or PATCH the server may already have run: the application
+  // vouches that its requests are safe to repeat.
+  always,
+  // Never: the failure is raised.
+  never,
+};
+
 struct SessionOptions {
   std::string base_url;  // relative request URLs are resolved against it
   Headers headers;       // sent with every request (a request's own headers win)
@@ -76,6 +94,7 @@ struct SessionOptions {
   std::string user_agent = "awith-http/0.1";
   // Bound on closing the pooled connections when the session is left (TLS close_notify included).
   Duration close_timeout = std::chrono::seconds(2);
+  RetryStale retry_stale = RetryStale::when_safe;
 };
 
 struct RequestOptions {
@@ -88,6 +107,7 @@ struct RequestOptions {
   bool allow_redirects = true;
   int max_redirects = 10;  // the redirect that reaches it raises TooManyRedirects (0: none allowed)
   std::optional<bool> raise_for_status;       // overrides the session's
+  std::optional<RetryStale> retry_stale;      // overrides the session's
 };
 
 class ClientSession;
@@ -170,7 +190,7 @@ class ClientSession {
   Task<ClientResponse> send(std::string method, std::string url, RequestOptions options);
   Task<ClientResponse> send_once(const std::string& method, const URL& url, const std::string& head,
                                  const std::string& body, const ClientTimeout& timeout,
-                                 std::optional<TimePoint> total_deadline);
+                                 std::optional<TimePoint> total_deadline, RetryStale retry_stale);
 
   SessionOptions options_;
   std::shared_ptr<detail::Pool> pool_;  // null once moved from
