@@ -1,6 +1,7 @@
 #include "awith/http/response.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "awith/stream.hpp"
 #include "connection.hpp"
@@ -15,15 +16,25 @@ std::string lower_trimmed(std::string_view s) {
   for (auto& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
   return out;
 }
+// Outside the coroutine: g++ 12 destroys a temporary std::string of a throw expression inside a
+// coroutine twice.
+[[noreturn]] void raise_read_too_large(std::uint64_t limit, const URL& url) {
+  throw PayloadTooLargeError("the response body exceeds max_read_size (" + std::to_string(limit) +
+                                 " bytes), the limit of read(), text() and json(); stream it with content() or "
+                                 "raise max_read_size for this request",
+                             url.str());
+}
 }  // namespace
 
 ClientResponse::ClientResponse(std::string method, URL url, detail::ConnectionPtr conn,
-                               std::optional<TimePoint> total_deadline, std::optional<Duration> sock_read)
+                               std::optional<TimePoint> total_deadline, std::optional<Duration> sock_read,
+                               std::uint64_t max_read_size)
     : method_(std::move(method)),
       url_(std::move(url)),
       conn_(std::move(conn)),
       total_deadline_(total_deadline),
-      sock_read_(sock_read) {
+      sock_read_(sock_read),
+      max_read_size_(max_read_size) {
   auto& p = conn_->parser;
   status_ = p.status();
   reason_ = p.reason();
@@ -124,14 +135,20 @@ void ClientResponse::release(bool had_error) noexcept {
 
 Task<std::string> ClientResponse::read() {
   if (!body_) {
+    // A declared length past the limit fails before anything is buffered.
+    if (auto length = headers_.get("Content-Length");
+        length && std::strtoull(std::string(*length).c_str(), nullptr, 10) > max_read_size_)
+      raise_read_too_large(max_read_size_, url_);
     std::string all;
     for (;;) {
       auto& buf = buffer();
+      if (all.size() + buf.size() > max_read_size_) raise_read_too_large(max_read_size_, url_);
       if (all.empty()) all.swap(buf);
       else all.append(buf);
       buf.clear();
       if (!co_await fill()) break;
     }
+    if (all.size() + buffer().size() > max_read_size_) raise_read_too_large(max_read_size_, url_);
     all.append(buffer());
     buffer().clear();
     body_ = std::move(all);

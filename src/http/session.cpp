@@ -113,7 +113,8 @@ Task<void> ClientSession::close() {
 
 Task<ClientResponse> ClientSession::send_once(const std::string& method, const URL& url, const std::string& head,
                                               const std::string& body, const ClientTimeout& timeout,
-                                              std::optional<TimePoint> total_deadline, RetryStale retry_stale) {
+                                              std::optional<TimePoint> total_deadline, RetryStale retry_stale,
+                                              std::uint64_t max_read_size) {
   detail::Deadline total{total_deadline, TimeoutPhase::total};
   detail::Deadline connect = detail::earliest(total, detail::after(timeout.connect, TimeoutPhase::connect));
   for (int attempt = 0;; ++attempt) {
@@ -133,7 +134,7 @@ Task<ClientResponse> ClientSession::send_once(const std::string& method, const U
       stale = true;
     }
     if (stale) continue;
-    ClientResponse resp(method, url, std::move(conn), total_deadline, timeout.sock_read);
+    ClientResponse resp(method, url, std::move(conn), total_deadline, timeout.sock_read, max_read_size);
     co_return resp;
   }
 }
@@ -144,6 +145,7 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
   url = url.with_params(options.params);
   const ClientTimeout& timeout = options.timeout ? *options.timeout : options_.timeout;
   const RetryStale retry_stale = options.retry_stale.value_or(options_.retry_stale);
+  const std::uint64_t max_read_size = options.max_read_size.value_or(options_.max_read_size);
   std::optional<TimePoint> total_deadline;
   if (timeout.total) total_deadline = EventLoop::running().time() + *timeout.total;
 
@@ -185,7 +187,7 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
       if (!iequals(k, "Content-Length") && !iequals(k, "Transfer-Encoding")) head.append(k).append(": ").append(v).append("\r\n");
     head.append("\r\n");
 
-    ClientResponse resp = co_await send_once(method, url, head, body, timeout, total_deadline, retry_stale);
+    ClientResponse resp = co_await send_once(method, url, head, body, timeout, total_deadline, retry_stale, max_read_size);
     auto location = resp.headers().get("Location");
     if (!options.allow_redirects || !is_redirect(resp.status()) || !location) {
       resp.history_ = std::move(history);

@@ -299,3 +299,48 @@ TEST(HttpMalformed, ARequestTheServerMayHaveRunIsRetriedOnlyWhenThatIsSafe) {
     });
   }
 }
+
+// read(), text() and json() buffer the whole body: past max_read_size (per session, per request)
+// they raise PayloadTooLargeError naming the limit, whether the length is declared or chunked;
+// content() streams the same body without that limit.
+TEST(HttpMalformed, BufferedReadsStopAtMaxReadSizeStreamingDoesNot) {
+  const std::string body(3000, 'x');
+  std::string chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 3; ++i) chunked += "3e8\r\n" + std::string(1000, 'x') + "\r\n";
+  chunked += "0\r\n\r\n";
+  for (const std::string& response :
+       {"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + body, chunked}) {
+    run_http([&]() -> Task<void> {
+      Server server = co_await raw_server(response, false);
+      http::SessionOptions options;
+      options.max_read_size = 2000;
+      ClientSession session(std::move(options));
+      bool too_large = false;
+      try {
+        co_await async_with(session.get(url_of(server, "/big")), [](ClientResponse& r) -> Task<void> {
+          (void)co_await r.read();
+        });
+      } catch (const http::PayloadTooLargeError& e) {
+        too_large = true;
+        std::string what = e.what();
+        EXPECT_NE(what.find("max_read_size (2000 bytes)"), std::string::npos) << what;
+        EXPECT_NE(what.find("/big"), std::string::npos) << what;
+      }
+      EXPECT_TRUE(too_large);
+      http::RequestOptions larger;
+      larger.max_read_size = 4000;
+      co_await async_with(session.get(url_of(server, "/big"), std::move(larger)), [&](ClientResponse& r) -> Task<void> {
+        EXPECT_EQ(co_await r.read(), body);
+      });
+      co_await async_with(session.get(url_of(server, "/big")), [&](ClientResponse& r) -> Task<void> {
+        std::string streamed;
+        auto chunks = r.content().iter_chunked(512);
+        while (auto chunk = co_await chunks.next()) streamed += *chunk;
+        EXPECT_EQ(streamed, body);
+      });
+      co_await session.close();
+      server.close();
+      co_await server.wait_closed();
+    });
+  }
+}

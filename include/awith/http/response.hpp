@@ -97,6 +97,7 @@ class ClientResponse {
   bool ok() const noexcept { return status_ < 400; }
 
   // The whole body (decoded from gzip/deflate), cached: later calls return it again.
+  // PayloadTooLargeError past the request's max_read_size (SessionOptions), before buffering more.
   Task<std::string> read();
   // The body as text. The bytes are returned as they are (UTF-8 is assumed; no transcoding).
   Task<std::string> text();
@@ -117,7 +118,7 @@ class ClientResponse {
   friend class ResponseContent;
   friend class ChunkIterator;
   ClientResponse(std::string method, URL url, detail::ConnectionPtr conn, std::optional<TimePoint> total_deadline,
-                 std::optional<Duration> sock_read);
+                 std::optional<Duration> sock_read, std::uint64_t max_read_size);
   // Receives more of the body into buffer(); false once the body has ended.
   Task<bool> fill();
   std::string& buffer();
@@ -138,6 +139,7 @@ class ClientResponse {
   std::string detached_;             // buffered body bytes once the connection is gone
   std::optional<TimePoint> total_deadline_;
   std::optional<Duration> sock_read_;
+  std::uint64_t max_read_size_;
   bool ended_ = false;
 };
 

@@ -95,6 +95,12 @@ struct SessionOptions {
   // Bound on closing the pooled connections when the session is left (TLS close_notify included).
   Duration close_timeout = std::chrono::seconds(2);
   RetryStale retry_stale = RetryStale::when_safe;
+  // read(), text() and json() hold the whole body in memory: past this many (decoded) bytes they
+  // raise PayloadTooLargeError naming the limit, before buffering more. 32 MiB is far above what
+  // an API answers with, and small enough that a mistaken or hostile multi-gigabyte body cannot
+  // take a service's memory; raise it per request for a download buffered on purpose, or stream
+  // it with content() (bounded by limits.max_body_size only).
+  std::uint64_t max_read_size = std::uint64_t{32} << 20;
 };
 
 struct RequestOptions {
@@ -108,6 +114,7 @@ struct RequestOptions {
   int max_redirects = 10;  // the redirect that reaches it raises TooManyRedirects (0: none allowed)
   std::optional<bool> raise_for_status;       // overrides the session's
   std::optional<RetryStale> retry_stale;      // overrides the session's
+  std::optional<std::uint64_t> max_read_size; // overrides the session's
 };
 
 class ClientSession;
@@ -190,7 +197,8 @@ class ClientSession {
   Task<ClientResponse> send(std::string method, std::string url, RequestOptions options);
   Task<ClientResponse> send_once(const std::string& method, const URL& url, const std::string& head,
                                  const std::string& body, const ClientTimeout& timeout,
-                                 std::optional<TimePoint> total_deadline, RetryStale retry_stale);
+                                 std::optional<TimePoint> total_deadline, RetryStale retry_stale,
+                                 std::uint64_t max_read_size);
 
   SessionOptions options_;
   std::shared_ptr<detail::Pool> pool_;  // null once moved from
