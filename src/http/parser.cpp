@@ -162,12 +162,14 @@ struct ResponseParser::Impl {
     headers_done = false;
     inflater.start(Encoding::identity);
   }
+  // What a callback returns to stop http_parser with an error: not 1 or 2, which on_headers_complete
+  // would take for "no body" / "upgrade" and go on to complete the message.
   int fail(ParseError e, std::string message) {
     if (error == ParseError::none) {
       error = e;
       error_message = std::move(message);
     }
-    return 1;
+    return -1;
   }
 
   int on_message_begin() {
