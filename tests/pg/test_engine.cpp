@@ -140,12 +140,14 @@ TEST(PgEngine, MaxLifetimeMaxIdleAndPrePingReplaceConnections) {
         co_return co_await c.fetchval<int>("SELECT pg_backend_pid()");
       });
     };
+    // A lifetime long enough that a loaded sanitizer build still reuses the connection before it
+    // expires, and that the replacement is not expired again by the time it is given back.
     pg::PoolOptions lifetime;
-    lifetime.max_lifetime = 50ms;
+    lifetime.max_lifetime = 500ms;
     co_await async_with(pg::create_engine(test::pg_dsn_for("awith_test_lifetime"), lifetime), [&](pg::Engine& e) -> Task<void> {
       int first = co_await pid_of(e);
       EXPECT_EQ(co_await pid_of(e), first);
-      co_await sleep(60ms);
+      co_await sleep(550ms);
       EXPECT_NE(co_await pid_of(e), first);
       EXPECT_EQ(e.status().open, 1u);
     });
