@@ -2,14 +2,10 @@
 // buffer, writes with backpressure, and closing.
 #include "awith/stream.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,7 +13,7 @@
 #include <vector>
 
 #include "awith/io_wait.hpp"
-#include "awith/thread.hpp"
+#include "awith/tasks.hpp"
 #include "awith/timeout.hpp"
 #include "stream_options.hpp"
 #include "tls_session.hpp"
