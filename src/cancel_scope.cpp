@@ -5,6 +5,7 @@ namespace detail {
 
 DeadlineScope::DeadlineScope(std::optional<TimePoint> deadline, bool shield) noexcept : deadline_(deadline) {
   scope_.shielded = shield;
+  scope_.deadline = deadline.value_or(TimePoint::max());
   TimerNode::fire = &on_deadline;
 }
 
@@ -13,6 +14,7 @@ DeadlineScope::DeadlineScope(DeadlineScope&& other)
   if (other.entered()) throw InvalidStateError("a cancel scope cannot be moved once it has been entered");
   TimerNode::fire = &on_deadline;
   scope_.shielded = other.scope_.shielded;
+  scope_.deadline = other.scope_.deadline;
   scope_.cancel_stamp = other.scope_.cancel_stamp;
   cancelled_before_ = other.cancelled_before_;
 }
@@ -37,6 +39,7 @@ void DeadlineScope::arm() {
 
 void DeadlineScope::set_deadline(std::optional<TimePoint> when) {
   deadline_ = when;
+  scope_.deadline = when.value_or(TimePoint::max());
   fired_ = false;
   if (loop_ && scope_.task) arm();
 }
@@ -61,6 +64,12 @@ bool DeadlineScope::leave(const std::exception_ptr& error) noexcept {
 }
 
 }  // namespace detail
+
+std::optional<TimePoint> current_effective_deadline() {
+  TimePoint when = detail::this_task().effective_deadline();
+  if (when == TimePoint::max()) return std::nullopt;
+  return when;
+}
 
 CancelScope CancelScope::after(Duration delay, bool shield) {
   return CancelScope(EventLoop::running().time() + delay, shield);

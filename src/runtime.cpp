@@ -128,6 +128,19 @@ Scope* TaskBase::visible_cancelled_scope(Scope* from) const noexcept {
   return nullptr;
 }
 
+TimePoint TaskBase::effective_deadline() const noexcept {
+  TimePoint nearest = TimePoint::max();
+  std::uint64_t barrier = 0;
+  for (const Scope* s = top_; s;) {
+    if (s->cancel_stamp == 0 || s->cancel_stamp > barrier) nearest = std::min(nearest, s->deadline);
+    if (s->shielded) break;
+    barrier = std::max(barrier, s->barrier);
+    // Below a task's own scope: the scopes around the task group that runs it.
+    s = s->parent ? s->parent : (s->task ? s->task->inherited_ : nullptr);
+  }
+  return nearest;
+}
+
 void TaskBase::on_cancel_request() noexcept {
   if (!waiter_ || !cancel_visible()) return;
   Waiter* w = waiter_;

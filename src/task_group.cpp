@@ -47,6 +47,7 @@ Ready<TaskGroup&> TaskGroup::aenter() {
   if (state_ != State::fresh) throw RuntimeError("TaskGroup " + describe() + " has already been entered");
   parent_ = &detail::this_task();
   body_.enter();
+  around_ = body_.scope()->parent;
   state_ = State::entered;
   return {*this};
 }
@@ -60,6 +61,7 @@ void TaskGroup::adopt(detail::TaskBase* task) {
   if (children_) children_->prev_child = c;
   children_ = c;
   ++running_;
+  task->set_inherited_scope(around_);
   task->add_ref();  // released once the group has seen the outcome
   task->add_completion(c);
 }

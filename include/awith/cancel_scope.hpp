@@ -45,6 +45,7 @@ class DeadlineScope : TimerNode {
   void set_deadline(std::optional<TimePoint> when);
   bool entered() const noexcept { return loop_ != nullptr; }
   bool shielded() const noexcept { return scope_.shielded; }
+  Scope* scope() noexcept { return &scope_; }
 
  private:
   static void on_deadline(TimerNode* n) noexcept;
@@ -89,6 +90,14 @@ class CancelScope {
   detail::DeadlineScope scope_;
   bool caught_ = false;
 };
+
+// The nearest deadline among the scopes that can cancel the running code (anyio's
+// current_effective_deadline): every timeout, CancelScope and TaskGroup deadline from the innermost
+// scope outward, stopping after a shielded scope; a task started by a TaskGroup continues into the
+// scopes around the group. A cleanup scope leaves out the deadlines whose cancellation it hides
+// (they have passed, and the cleanup must still run). nullopt: no deadline applies. Clients use it
+// to bound their waits and to tell the server how long the caller will wait.
+std::optional<TimePoint> current_effective_deadline();
 
 // trio.move_on_after: the body is cancelled after `delay`, and execution continues after the block.
 inline CancelScope move_on_after(Duration delay, bool shield = false) { return CancelScope::after(delay, shield); }

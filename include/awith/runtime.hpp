@@ -100,6 +100,7 @@ struct Scope {
   TaskBase* task = nullptr;
   std::uint64_t cancel_stamp = 0;  // 0: not cancelled; else the stamp of the latest request
   std::uint64_t barrier = 0;       // cleanup scope: requests stamped <= barrier are hidden inside
+  TimePoint deadline = TimePoint::max();  // when a deadline scope cancels it; max: never
   bool shielded = false;
 
   bool cancel_requested() const noexcept { return cancel_stamp != 0; }
@@ -144,6 +145,12 @@ class TaskBase : public Runnable {
   Scope* top_scope() const noexcept { return top_; }
   void set_top_scope(Scope* s) noexcept { top_ = s; }
   Scope& own_scope() noexcept { return own_scope_; }
+  // Where the deadlines that bound this task continue below its own scope: the body of the task
+  // group that runs it (whose enclosing scopes cancel the group, and so the task). Null otherwise.
+  Scope* inherited_scope() const noexcept { return inherited_; }
+  void set_inherited_scope(Scope* s) noexcept { inherited_ = s; }
+  // The nearest deadline among the scopes that can cancel the running code (current_effective_deadline).
+  TimePoint effective_deadline() const noexcept;
   // Whether a suspension point here would see a cancelled scope (levels, shields, cleanup barriers).
   bool cancel_visible() const noexcept;
   // The full check of a checkpoint (the slow path): reports the await to an observer, then
@@ -228,6 +235,7 @@ class TaskBase : public Runnable {
   std::coroutine_handle<> resume_;
   Scope own_scope_;
   Scope* top_ = nullptr;
+  Scope* inherited_ = nullptr;
   Waiter* waiter_ = nullptr;
   CompletionNode* completions_ = nullptr;  // circular list head
   std::exception_ptr exception_;

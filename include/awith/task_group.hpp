@@ -99,6 +99,9 @@ class TaskGroup {
 
   detail::DeadlineScope body_;
   detail::TaskBase* parent_ = nullptr;
+  // The parent's scope around the group: the deadlines of the children continue there (the body's
+  // scope is left before the children are awaited, the scopes around it are not).
+  detail::Scope* around_ = nullptr;
   Child* children_ = nullptr;  // running children
   std::size_t running_ = 0;
   std::vector<std::exception_ptr> errors_;

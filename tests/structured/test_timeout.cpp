@@ -458,3 +458,79 @@ TEST(WaitFor, OwnedResultsCanBeStoredBorrowedOnesAreBorrowingTasks) {
   static_assert(std::is_same_v<decltype(wait_for(std::declval<Task<int>>(), 1s)), Task<int>>);
   static_assert(std::is_same_v<decltype(wait_for(std::declval<detail::LockAcquire>(), 1s)), BorrowingTask<bool>>);
 }
+
+// current_effective_deadline: the nearest deadline of the enclosing scopes, cut at a shield,
+// continued from a task group's children into the scopes around the group, and without the
+// deadlines whose cancellation a cleanup scope hides.
+TEST(CurrentEffectiveDeadline, NearestEnclosingDeadlineStopsAtShieldsAndCrossesTaskGroups) {
+  LoopOptions options;
+  options.virtual_clock = true;
+  run(
+      []() -> Task<void> {
+        auto& loop = EventLoop::running();
+        const TimePoint start = loop.time();
+        EXPECT_FALSE(current_effective_deadline().has_value());
+        co_await async_with(timeout(10s), [&]() -> Task<void> {
+          EXPECT_EQ(current_effective_deadline(), start + 10s);
+          co_await async_with(timeout(20s), [&]() -> Task<void> {
+            EXPECT_EQ(current_effective_deadline(), start + 10s);  // the outer one is nearer
+            co_return;
+          });
+          co_await async_with(CancelScope::after(3s), [&]() -> Task<void> {
+            EXPECT_EQ(current_effective_deadline(), start + 3s);
+            co_return;
+          });
+          co_await async_with(CancelScope::shielded(30s), [&]() -> Task<void> {
+            EXPECT_EQ(current_effective_deadline(), start + 30s);  // the shield cuts the outer 10 s
+            co_return;
+          });
+          co_await async_with(CancelScope(std::nullopt, true), [&]() -> Task<void> {
+            EXPECT_FALSE(current_effective_deadline().has_value());
+            co_return;
+          });
+          co_await async_with(TaskGroup(), [&](TaskGroup& tg) -> Task<void> {
+            tg.create_task([&]() -> Task<void> {
+              EXPECT_EQ(current_effective_deadline(), start + 10s);  // the scope around the group
+              co_await async_with(TaskGroup(), [&](TaskGroup& inner) -> Task<void> {
+                inner.create_task([&]() -> Task<void> {
+                  co_await async_with(timeout(15s), [&]() -> Task<void> {
+                    EXPECT_EQ(current_effective_deadline(), start + 10s);  // two groups out
+                    co_return;
+                  });
+                });
+                co_return;
+              });
+            });
+            co_return;
+          });
+          // A rescheduled deadline is seen at once.
+          co_await async_with(timeout(5s), [&](Timeout& t) -> Task<void> {
+            t.reschedule(start + 2s);
+            EXPECT_EQ(current_effective_deadline(), start + 2s);
+            t.reschedule(std::nullopt);
+            EXPECT_EQ(current_effective_deadline(), start + 10s);
+            co_return;
+          });
+        });
+        EXPECT_FALSE(current_effective_deadline().has_value());
+
+        // After a deadline fired, the cleanup that runs under it does not see it; a deadline that has
+        // not fired still bounds the cleanup.
+        co_await async_with(timeout(60s), [&]() -> Task<void> {
+          try {
+            co_await async_with(CancelScope::after(1s), [&]() -> Task<void> {
+              try {
+                co_await sleep(10s);
+              } catch (const CancelledError&) {
+                detail::CleanupScope cleanup;
+                EXPECT_EQ(current_effective_deadline(), start + 60s);  // not the 1 s scope's deadline
+                throw;
+              }
+            });
+          } catch (const CancelledError&) {
+            ADD_FAILURE() << "the scope's own cancellation ends at the scope";
+          }
+        });
+      }(),
+      options);
+}

@@ -1,0 +1,36 @@
+// What the parts of awith::pg::Connection share about libpq: error texts and fields, and the
+// size of the per-connection statement cache.
+#pragma once
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <string>
+
+namespace awith::pg::detail {
+
+// Cached prepared statements per connection; statements beyond this run unnamed.
+inline constexpr std::size_t kMaxPrepared = 1024;
+
+inline std::string trimmed(const char* s) {
+  std::string m = s ? s : "";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+inline std::string field(const PGresult* r, int code) {
+  const char* v = PQresultErrorField(r, code);
+  return v ? v : "";
+}
+
+inline bool is_lost_sqlstate(const std::string& s) {
+  // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 57P04 database_dropped.
+  return s.rfind("57P", 0) == 0;
+}
+
+inline bool ready_now(int fd, short events) {
+  pollfd p{fd, events, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+}  // namespace awith::pg::detail
