@@ -36,6 +36,7 @@ class Pool {
     try {
       if (closed_) throw InterfaceError("the engine is disposed");
       conn = co_await take_idle_or_connect();
+      conn->set_commit_timeout(options_.commit_timeout);
     } catch (...) {
       give_permit_back();
       throw;
@@ -185,9 +186,7 @@ Task<void> TransactionScope::aexit(std::exception_ptr error) {
   std::exception_ptr commit_error;
   if (!error) {
     try {
-      bool failed = conn_->transaction_status() == TransactionStatus::in_error;
-      co_await conn_->execute("COMMIT");
-      if (failed) throw InterfaceError("the transaction had failed and was rolled back instead of committed");
+      co_await conn_->commit_outermost();
     } catch (...) {
       commit_error = std::current_exception();
     }

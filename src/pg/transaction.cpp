@@ -1,11 +1,85 @@
 // conn.transaction(): BEGIN/COMMIT at the outermost level, savepoints inside.
 #include <libpq-fe.h>
 
+#include <optional>
+
 #include "awith/cancel_scope.hpp"
 #include "awith/context.hpp"
 #include "awith/pg/connection.hpp"
+#include "awith/tasks.hpp"
+#include "libpq_support.hpp"
 
 namespace awith::pg {
+
+using detail::field;
+using detail::trimmed;
+
+Task<void> Connection::commit_impl(Operation) {
+  co_await ready_for_query();
+  // A cancellation that is already due rolls back: COMMIT is not sent.
+  co_await checkpoint();
+  if (transaction_status() == TransactionStatus::in_error) {
+    // COMMIT of a failed transaction is a rollback: the caller must not believe it committed.
+    if (!PQsendQuery(conn_, "COMMIT")) throw_lost("sending COMMIT");
+    busy_ = true;
+    expect_response();
+    co_await flush();
+    co_await read_results("COMMIT");
+    throw InterfaceError("the transaction had failed and was rolled back instead of committed");
+  }
+  // The transaction's id travels in the same round trip, just before COMMIT's reply: when the
+  // reply is lost the program can still ask the server what became of the transaction.
+  static const std::string sql = "SELECT pg_current_xact_id_if_assigned()::text; COMMIT";
+  if (!PQsendQuery(conn_, sql.c_str())) throw_lost("sending COMMIT");
+  busy_ = true;
+  expect_response();
+  // From here the server may commit at any moment: the outcome is awaited even through a
+  // cancellation, within the bound, and the cancellation is delivered after it.
+  bool id_known = false;
+  std::optional<std::string> id;
+  std::exception_ptr failure;
+  std::string lost_because;
+  auto bound = CancelScope::shielded(commit_timeout_);
+  try {
+    co_await async_with(bound, [&]() -> Task<void> {
+      co_await flush();
+      for (;;) {
+        co_await fill();
+        PGresult* raw = PQgetResult(conn_);
+        if (!raw) break;
+        auto result = detail::adopt_result(raw);
+        if (!id_known && PQresultStatus(raw) == PGRES_TUPLES_OK) {
+          id_known = true;
+          if (PQntuples(raw) == 1 && !PQgetisnull(raw, 0, 0)) id = std::string(PQgetvalue(raw, 0, 0));
+        } else if (PQresultStatus(raw) == PGRES_FATAL_ERROR && !failure) {
+          QueryError::Fields f{field(raw, PG_DIAG_SQLSTATE), field(raw, PG_DIAG_SEVERITY),
+                               field(raw, PG_DIAG_MESSAGE_PRIMARY), field(raw, PG_DIAG_MESSAGE_DETAIL),
+                               field(raw, PG_DIAG_MESSAGE_HINT), "COMMIT", 0};
+          if (f.message.empty()) f.message = trimmed(PQresultErrorMessage(raw));
+          failure = std::make_exception_ptr(QueryError(std::move(f)));
+        }
+      }
+      busy_ = false;
+    });
+  } catch (const Error& e) {
+    failure = std::current_exception();
+    lost_because = std::string("the connection was lost after COMMIT was sent (") + e.what() + ")";
+  }
+  if (bound.cancelled_caught()) {
+    lost_because = "no reply to COMMIT within the commit bound of " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(commit_timeout_).count()) + " ms";
+  } else if (lost_because.empty() && PQstatus(conn_) != CONNECTION_OK) {
+    lost_because = "the connection was lost after COMMIT was sent";
+  }
+  if (!lost_because.empty()) {
+    close();
+    // Without writes the outcome changes nothing: a lost connection, with nothing to settle.
+    if (id_known && !id) throw ConnectionLostError(lost_because + "; the transaction wrote nothing");
+    throw CommitOutcomeUnknown("COMMIT outcome unknown: " + lost_because, id);
+  }
+  // An error the server reported (a deferred constraint, a serialization failure): rolled back.
+  if (failure) std::rethrow_exception(failure);
+}
 
 Task<Connection&> Transaction::aenter() {
   if (conn_->pipeline_) throw InterfaceError("transaction() inside a pipeline");
@@ -23,10 +97,7 @@ Task<void> Transaction::commit() {
   if (!active_) throw InterfaceError("commit(): the transaction is not active");
   active_ = false;
   if (savepoint_.empty()) {
-    bool failed = conn_->transaction_status() == TransactionStatus::in_error;
-    co_await conn_->run_simple("COMMIT");
-    // COMMIT of a failed transaction is a rollback: the caller must not believe it committed.
-    if (failed) throw InterfaceError("the transaction had failed and was rolled back instead of committed");
+    co_await conn_->commit_outermost();
   } else {
     co_await conn_->run_simple("RELEASE SAVEPOINT " + savepoint_);
   }

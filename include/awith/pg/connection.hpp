@@ -69,9 +69,19 @@ Params make_params(const A&... args) {
 enum class TransactionStatus { idle, active, in_transaction, in_error, unknown };
 
 class Connection;
+class TransactionScope;
 
 // conn.transaction(): BEGIN/COMMIT at the outermost level, SAVEPOINT/RELEASE inside a transaction.
 // Leaving with an exception (or a cancellation) rolls back to where it began.
+//
+// Cancel safety of COMMIT: a cancellation (or deadline) that arrives before COMMIT is sent rolls
+// back. Once COMMIT is sent, its reply is awaited in a shielded scope bounded by the connection's
+// commit_timeout(); a cancellation arriving meanwhile is delivered after the outcome is known. So
+// a block whose COMMIT succeeded exits as committed — an enclosing timeout whose deadline passed
+// meanwhile exits normally with expired() true. When the outcome cannot be learned (the connection
+// is lost after COMMIT was sent, or the bound passes) CommitOutcomeUnknown is raised. A COMMIT sent
+// as plain SQL through execute() is not covered. RELEASE SAVEPOINT makes nothing durable, so a
+// nested transaction needs no such rule.
 class Transaction {
  public:
   explicit Transaction(Connection& conn) noexcept : conn_(&conn) {}
@@ -172,12 +182,17 @@ class Connection {
   Task<bool> reset(Duration bound, bool rollback);
   void close() noexcept;
 
+  // Bound of the wait for COMMIT's reply once it is sent (default 5 s; see Transaction).
+  Duration commit_timeout() const noexcept { return commit_timeout_; }
+  void set_commit_timeout(Duration bound) noexcept { commit_timeout_ = bound; }
+
   TimePoint created_at() const noexcept { return created_; }
   TimePoint last_used() const noexcept { return last_used_; }
   void touch(TimePoint now) noexcept { last_used_ = now; }
 
  private:
   friend class Transaction;
+  friend class TransactionScope;
   friend class Pipeline;
   explicit Connection(pg_conn* conn);
   // One operation at a time: a second task using the connection meanwhile gets InterfaceError
@@ -199,6 +214,9 @@ class Connection {
   Task<void> execute_many_impl(Operation op, std::string sql, std::vector<Params> rows);
   Task<void> run_simple_impl(Operation op, std::string sql);
   Task<void> run_simple(std::string sql) { return run_simple_impl(Operation(*this), std::move(sql)); }
+  // COMMIT of the outermost transaction, cancel-safe as Transaction describes.
+  Task<void> commit_outermost() { return commit_impl(Operation(*this)); }
+  Task<void> commit_impl(Operation op);
   static Task<std::unique_ptr<Connection>> connect_with(detail::ConnectParams params, std::vector<std::string> names);
 
   Task<void> ready_for_query();
@@ -228,6 +246,7 @@ class Connection {
   bool busy_ = false;      // a statement was sent and its results were not all read
   bool pipeline_ = false;  // in libpq pipeline mode
   bool operating_ = false;  // an operation (statement, sync) is running
+  Duration commit_timeout_ = std::chrono::seconds(5);
   TimePoint created_;
   TimePoint last_used_;
 };

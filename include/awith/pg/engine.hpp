@@ -35,6 +35,9 @@ struct PoolOptions {
   Duration max_idle{};      // 0: unlimited; connections idle longer are closed instead of reused
   bool pre_ping = false;    // a round trip before handing out a pooled connection
   Duration cleanup_timeout = std::chrono::seconds(5);  // bound of a reset (cancel, drain, rollback)
+  // Bound of the wait for COMMIT's reply once it is sent, through a cancellation; past it the
+  // outcome is unknown (CommitOutcomeUnknown). See Transaction in connection.hpp.
+  Duration commit_timeout = std::chrono::seconds(5);
 };
 
 // What the pool holds right now.

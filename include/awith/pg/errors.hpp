@@ -3,6 +3,7 @@
 // from an SQL error (with its SQLSTATE and the server's detail and hint).
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -40,6 +41,24 @@ class ConnectionLostError : public Error {
 
  private:
   std::string sqlstate_;
+};
+
+// COMMIT was sent and its outcome could not be learned: the connection was lost before the reply,
+// or no reply came within the commit bound. The server may have committed or not. transaction_id()
+// is the transaction's id (pg_current_xact_id) when it was learned — it arrives in the same reply
+// as COMMIT's, just before it — so the program can settle the question later with
+// `SELECT pg_xact_status($1::xid8)` on a new connection. A transaction that wrote nothing has no
+// id and never raises this error (its outcome changes nothing). Cancellation alone never raises
+// it: a COMMIT once sent is awaited through a cancellation, within the bound. Deliberately not a
+// ConnectionLostError: code that retries a transaction on a lost connection must not retry this.
+class CommitOutcomeUnknown : public Error {
+ public:
+  CommitOutcomeUnknown(const std::string& message, std::optional<std::string> transaction_id)
+      : Error(message), transaction_id_(std::move(transaction_id)) {}
+  const std::optional<std::string>& transaction_id() const noexcept { return transaction_id_; }
+
+ private:
+  std::optional<std::string> transaction_id_;
 };
 
 // An error reported by the server for a statement.
