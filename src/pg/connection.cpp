@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 
@@ -117,7 +118,10 @@ Task<void> Connection::fill() {
 // Called right after a statement is sent on an idle connection: libpq read the previous response
 // through its ReadyForQuery, so nothing of it is left in the socket and the server's answer to this
 // statement will raise a fresh edge. Dropping the stale "readable" saves a syscall per statement.
-void Connection::expect_response() noexcept { watch_.clear_readable(); }
+void Connection::expect_response() noexcept {
+  watch_.clear_readable();
+  if (server_deadline_) sent_at_ = EventLoop::running().time();
+}
 
 Task<detail::ResultPtr> Connection::read_results(const std::string& sql) {
   detail::ResultPtr last;
@@ -175,6 +179,14 @@ Task<detail::ResultPtr> Connection::read_results(const std::string& sql) {
     if (error) throw ConnectionLostError(error_message, error_sqlstate);
     throw_lost("executing \"" + sql.substr(0, 80) + "\"");
   }
+  if (error && error_sqlstate == "57014" && server_deadline_) {
+    // Cancelled by the statement_timeout that carries the caller's deadline: let the caller's
+    // scope end it (its TimeoutError), as if the deadline had passed here first.
+    const TimePoint now = EventLoop::running().time();
+    if (now + std::chrono::milliseconds(5) >= sent_at_ + server_timeout_) {
+      co_await sleep(std::max(Duration::zero(), *server_deadline_ - now) + std::chrono::milliseconds(1));
+    }
+  }
   if (error) std::rethrow_exception(error);
   co_return last;
 }
@@ -189,9 +201,18 @@ Task<void> Connection::recover() {
     throw ConnectionLostError("a pipeline was interrupted; the connection was closed");
   }
   if (!PQconsumeInput(conn_)) throw_lost("recovering an interrupted connection");
+  if (PQisBusy(conn_) && server_deadline_) {
+    // The server cancels the statement itself when its statement_timeout passes: wait for that
+    // (a little past it) rather than send a cancel request.
+    const TimePoint server_gives_up = sent_at_ + server_timeout_ + std::chrono::milliseconds(100);
+    if (server_gives_up > EventLoop::running().time()) {
+      co_await async_with(CancelScope(server_gives_up), [&]() -> Task<void> { co_await fill(); });
+    }
+  }
   if (PQisBusy(conn_)) {
     PGcancel* cancel = PQgetCancel(conn_);
     if (cancel) {
+      ++cancel_requests_;
       co_await to_thread([cancel] {
         char err[256];
         PQcancel(cancel, err, sizeof err);
@@ -219,6 +240,7 @@ Task<void> Connection::ready_for_query() {
   if (pipeline_ && !queued_.empty()) throw InterfaceError("statements are queued in a pipeline: sync() it first");
   if (busy_) co_await recover();
   if (PQstatus(conn_) != CONNECTION_OK) throw_lost("using the connection");
+  if (server_deadline_ && transaction_status() == TransactionStatus::idle) server_deadline_.reset();
 }
 
 const std::string* Connection::prepared_name(const std::string& sql) {

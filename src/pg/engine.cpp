@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "awith/cancel_scope.hpp"
 #include "awith/context.hpp"
 #include "awith/runtime.hpp"
 #include "awith/sync.hpp"
@@ -26,7 +27,11 @@ class Pool {
   Task<std::unique_ptr<Connection>> acquire() {
     if (closed_) throw InterfaceError("the engine is disposed");
     try {
-      co_await async_with(timeout(options_.acquire_timeout), [&]() -> Task<void> { co_await permits_.acquire(); });
+      if (caller_deadline_within(options_.acquire_timeout)) {
+        co_await permits_.acquire();  // the caller's scope ends the wait, with its own error
+      } else {
+        co_await async_with(timeout(options_.acquire_timeout), [&]() -> Task<void> { co_await permits_.acquire(); });
+      }
     } catch (const awith::TimeoutError&) {
       throw PoolTimeoutError("no connection became free within the pool's acquire_timeout (" +
                              std::to_string(status().checked_out) + " checked out)");
@@ -37,6 +42,7 @@ class Pool {
       if (closed_) throw InterfaceError("the engine is disposed");
       conn = co_await take_idle_or_connect();
       conn->set_commit_timeout(options_.commit_timeout);
+      conn->set_deadline_to_server(options_.deadline_to_server);
     } catch (...) {
       give_permit_back();
       throw;
@@ -80,6 +86,12 @@ class Pool {
   const PoolOptions& options() const noexcept { return options_; }
 
  private:
+  // Whether the caller's own deadline comes before `bound` from now.
+  static bool caller_deadline_within(Duration bound) {
+    auto deadline = current_effective_deadline();
+    return deadline && *deadline <= EventLoop::running().time() + bound;
+  }
+
   bool expired(const Connection& c, TimePoint now) const noexcept {
     if (options_.max_lifetime > Duration::zero() && now - c.created_at() >= options_.max_lifetime) return true;
     return false;
@@ -112,9 +124,13 @@ class Pool {
     }
     std::unique_ptr<Connection> conn;
     try {
-      conn = co_await async_with(timeout(options_.connect_timeout), [&]() -> Task<std::unique_ptr<Connection>> {
-        co_return co_await Connection::connect(dsn_);
-      });
+      if (caller_deadline_within(options_.connect_timeout)) {
+        conn = co_await Connection::connect(dsn_);  // the caller's scope ends the wait
+      } else {
+        conn = co_await async_with(timeout(options_.connect_timeout), [&]() -> Task<std::unique_ptr<Connection>> {
+          co_return co_await Connection::connect(dsn_);
+        });
+      }
     } catch (const awith::TimeoutError&) {
       throw ConnectError("could not connect within the pool's connect_timeout (" +
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(options_.connect_timeout).count()) +
@@ -168,7 +184,7 @@ Task<Connection&> TransactionScope::aenter() {
   auto& conn = co_await ConnectionScope::aenter();
   std::exception_ptr failed;
   try {
-    co_await conn.execute("BEGIN");
+    co_await conn.begin_outermost();
   } catch (...) {
     failed = std::current_exception();
   }

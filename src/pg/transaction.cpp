@@ -1,6 +1,7 @@
 // conn.transaction(): BEGIN/COMMIT at the outermost level, savepoints inside.
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "awith/cancel_scope.hpp"
@@ -13,6 +14,31 @@ namespace awith::pg {
 
 using detail::field;
 using detail::trimmed;
+
+Task<void> Connection::begin_impl(Operation) {
+  co_await ready_for_query();
+  server_deadline_.reset();
+  std::string sql = "BEGIN";
+  if (deadline_to_server_) {
+    if (auto deadline = current_effective_deadline()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - EventLoop::running().time());
+      if (left < std::chrono::milliseconds(1)) {
+        // Too little left to tell the server (0 would mean no limit): the deadline's own scope
+        // ends this wait; if the deadline moved meanwhile, the transaction begins without one.
+        co_await sleep(std::max(Duration::zero(), *deadline - EventLoop::running().time()) + std::chrono::milliseconds(1));
+      } else {
+        sql += "; SET LOCAL statement_timeout = " + std::to_string(left.count());
+        server_deadline_ = *deadline;
+        server_timeout_ = left;
+      }
+    }
+  }
+  if (!PQsendQuery(conn_, sql.c_str())) throw_lost("sending BEGIN");
+  busy_ = true;
+  expect_response();
+  co_await flush();
+  co_await read_results(sql);
+}
 
 Task<void> Connection::commit_impl(Operation) {
   co_await ready_for_query();
@@ -87,7 +113,7 @@ Task<Connection&> Transaction::aenter() {
     savepoint_ = "awith_sp_" + std::to_string(++conn_->savepoints_);
     co_await conn_->run_simple("SAVEPOINT " + savepoint_);
   } else {
-    co_await conn_->run_simple("BEGIN");
+    co_await conn_->begin_outermost();
   }
   active_ = true;
   co_return *conn_;

@@ -26,7 +26,8 @@ class PgProxy {
   // of its first CommandComplete message (the complete result of the statement sent with COMMIT),
   // then close both sides.
   bool cut_after_commit_id = false;
-  int cuts = 0;  // connections cut so far
+  int cuts = 0;       // connections cut so far
+  int requests = 0;   // client-to-server chunks: one per round trip of a client that awaits replies
 
   // Starts listening on 127.0.0.1 (any free port) in front of the server `dsn` names.
   Task<void> start(const std::string& dsn) {
@@ -59,6 +60,7 @@ class PgProxy {
         for (;;) {
           std::string chunk = co_await client_r.read(65536);
           if (chunk.empty()) break;
+          ++requests;
           if (chunk.find("COMMIT") != std::string::npos) commit_sent = true;
           if (server_w.is_closing()) break;  // cut: what the client still sends goes nowhere
           server_w.write(chunk);

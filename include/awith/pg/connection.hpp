@@ -182,6 +182,20 @@ class Connection {
   Task<bool> reset(Duration bound, bool rollback);
   void close() noexcept;
 
+  // Deadlines to the server (on by default): a transaction begun under a deadline
+  // (awith::current_effective_deadline: a timeout, CancelScope or TaskGroup deadline around the
+  // code) carries the time left to the server as `SET LOCAL statement_timeout`, sent in the same
+  // round trip as BEGIN, so the server stops working when the caller stops waiting. Each statement
+  // of the transaction is bounded by the budget left at BEGIN; a budget under 1 ms is not sent (0
+  // would mean no limit): the caller's deadline is awaited instead, and its scope raises. When the
+  // server cancels a statement for that timeout, the error is the caller's scope's own (its
+  // TimeoutError), and no cancel request is needed: an interrupted statement whose server-side
+  // timeout is due is drained, not cancelled.
+  bool deadline_to_server() const noexcept { return deadline_to_server_; }
+  void set_deadline_to_server(bool on) noexcept { deadline_to_server_ = on; }
+  // Cancel requests sent so far for this connection's interrupted statements.
+  std::uint64_t cancel_requests() const noexcept { return cancel_requests_; }
+
   // Bound of the wait for COMMIT's reply once it is sent (default 5 s; see Transaction).
   Duration commit_timeout() const noexcept { return commit_timeout_; }
   void set_commit_timeout(Duration bound) noexcept { commit_timeout_ = bound; }
@@ -214,6 +228,9 @@ class Connection {
   Task<void> execute_many_impl(Operation op, std::string sql, std::vector<Params> rows);
   Task<void> run_simple_impl(Operation op, std::string sql);
   Task<void> run_simple(std::string sql) { return run_simple_impl(Operation(*this), std::move(sql)); }
+  // BEGIN of the outermost transaction, with the caller's deadline for the server.
+  Task<void> begin_outermost() { return begin_impl(Operation(*this)); }
+  Task<void> begin_impl(Operation op);
   // COMMIT of the outermost transaction, cancel-safe as Transaction describes.
   Task<void> commit_outermost() { return commit_impl(Operation(*this)); }
   Task<void> commit_impl(Operation op);
@@ -247,6 +264,12 @@ class Connection {
   bool pipeline_ = false;  // in libpq pipeline mode
   bool operating_ = false;  // an operation (statement, sync) is running
   Duration commit_timeout_ = std::chrono::seconds(5);
+  // The deadline the server was given for the current transaction (statement_timeout), if any.
+  std::optional<TimePoint> server_deadline_;
+  Duration server_timeout_{};
+  TimePoint sent_at_{};  // when the latest statement went out
+  std::uint64_t cancel_requests_ = 0;
+  bool deadline_to_server_ = true;
   TimePoint created_;
   TimePoint last_used_;
 };

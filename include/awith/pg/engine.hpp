@@ -38,6 +38,11 @@ struct PoolOptions {
   // Bound of the wait for COMMIT's reply once it is sent, through a cancellation; past it the
   // outcome is unknown (CommitOutcomeUnknown). See Transaction in connection.hpp.
   Duration commit_timeout = std::chrono::seconds(5);
+  // Transactions begun under a deadline tell the server the time left (Connection's
+  // deadline_to_server). The pool wait and the connect are bounded by the caller's deadline in any
+  // case: when it is nearer than acquire_timeout / connect_timeout, the caller's scope raises its
+  // own TimeoutError, not PoolTimeoutError / ConnectError.
+  bool deadline_to_server = true;
 };
 
 // What the pool holds right now.
