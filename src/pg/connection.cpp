@@ -260,6 +260,15 @@ void Connection::send_prepared_or_params(const std::string* name, const std::str
     throw InterfaceError(trimmed(PQerrorMessage(conn_)));
   }
   busy_ = true;
+  session_touched_ = true;
+  if (!prepare_seen_) prepare_seen_ = mentions_prepare(sql);
+}
+
+bool Connection::mentions_prepare(std::string_view sql) noexcept {
+  constexpr std::string_view word = "prepare";
+  auto it = std::search(sql.begin(), sql.end(), word.begin(), word.end(),
+                        [](char a, char b) { return (a | 0x20) == b; });
+  return it != sql.end();
 }
 
 Connection::Operation::Operation(Connection& c) : c_(&c) {
@@ -331,6 +340,33 @@ Task<bool> Connection::reset(Duration bound, bool rollback) {
     throw;
   }
   if (failed || scope.cancelled_caught() || !reusable()) close();
+  co_return reusable();
+}
+
+Task<bool> Connection::reset_session(Duration bound) {
+  if (!session_touched_ || !reusable()) co_return reusable();
+  std::string sql =
+      "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; SET SESSION AUTHORIZATION DEFAULT; "
+      "DISCARD TEMP; DISCARD SEQUENCES";
+  // SQL-level prepared statements, without DEALLOCATE ALL (it would drop awith's statement cache);
+  // a PL/pgSQL block costs more than the rest together, so only after a statement mentioned PREPARE.
+  if (prepare_seen_)
+    sql += "; DO $$DECLARE s record; BEGIN FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP "
+           "EXECUTE format('DEALLOCATE %I', s.name); END LOOP; END$$";
+  awith::detail::CleanupScope cleanup;
+  auto scope = CancelScope::after(bound);
+  bool failed = false;
+  try {
+    co_await async_with(scope, [&]() -> Task<void> { co_await run_simple(sql); });
+  } catch (const std::exception&) {
+    failed = true;
+  } catch (...) {
+    close();  // a new cancellation interrupted the reset: the session's state is unknown
+    throw;
+  }
+  if (failed || scope.cancelled_caught() || !reusable()) close();
+  session_touched_ = false;
+  prepare_seen_ = false;
   co_return reusable();
 }
 

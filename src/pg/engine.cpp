@@ -67,7 +67,8 @@ class Pool {
   Task<void> give_back(std::unique_ptr<Connection> conn, bool rollback) {
     if (!conn) co_return;
     try {
-      co_await conn->reset(options_.cleanup_timeout, rollback);
+      bool clean = co_await conn->reset(options_.cleanup_timeout, rollback);
+      if (clean && options_.reset_on_release) co_await conn->reset_session(options_.cleanup_timeout);
     } catch (...) {
       release(std::move(conn));
       throw;

@@ -181,6 +181,17 @@ class Connection {
   // still propagates.
   Task<bool> reset(Duration bound, bool rollback);
   void close() noexcept;
+  // Whether a statement of the caller's ran since the connection opened or was last reset_session():
+  // only then can the session hold anything of the caller's.
+  bool session_touched() const noexcept { return session_touched_; }
+  // Undoes what a borrower may have left in the session, in one round trip: settings (RESET ALL)
+  // and role (SET SESSION AUTHORIZATION DEFAULT), advisory locks, LISTEN, open cursors, temporary
+  // tables, sequence state, and SQL-level prepared statements — awith's own statement cache stays
+  // (DISCARD ALL would drop it and cost a Parse per statement afterwards). SQL-level prepared
+  // statements are looked for only when a statement since the last reset mentioned PREPARE (one run
+  // inside a function is not seen). Runs as cleanup bounded by `bound`; a failure closes the
+  // connection. Returns reusable().
+  Task<bool> reset_session(Duration bound);
 
   // Deadlines to the server (on by default): a transaction begun under a deadline
   // (awith::current_effective_deadline: a timeout, CancelScope or TaskGroup deadline around the
@@ -246,6 +257,7 @@ class Connection {
   const std::string* prepared_name(const std::string& sql);
   void send_prepared_or_params(const std::string* name, const std::string& sql, const Params& params);
   bool socket_has_data() const noexcept;
+  static bool mentions_prepare(std::string_view sql) noexcept;
   [[noreturn]] void throw_lost(std::string_view what) const;
 
   pg_conn* conn_;
@@ -270,6 +282,8 @@ class Connection {
   TimePoint sent_at_{};  // when the latest statement went out
   std::uint64_t cancel_requests_ = 0;
   bool deadline_to_server_ = true;
+  bool session_touched_ = false;
+  bool prepare_seen_ = false;  // a statement since the last reset_session mentioned PREPARE
   TimePoint created_;
   TimePoint last_used_;
 };

@@ -9,6 +9,8 @@
 //
 // A connection goes back to the pool only when it is idle, outside any transaction and fully read;
 // otherwise it is reset (cancel request, drain, rollback, bounded by cleanup_timeout) or closed.
+// Then the session is reset too (PoolOptions::reset_on_release), so the next borrower gets nothing
+// of the previous one's: no setting, role, lock, LISTEN, cursor, temporary table.
 #pragma once
 
 #include <chrono>
@@ -43,6 +45,11 @@ struct PoolOptions {
   // case: when it is nearer than acquire_timeout / connect_timeout, the caller's scope raises its
   // own TimeoutError, not PoolTimeoutError / ConnectError.
   bool deadline_to_server = true;
+  // A connection given back after running any statement of its borrower's is reset
+  // (Connection::reset_session: settings, role, advisory locks, LISTEN, cursors, temporary tables,
+  // SQL-level prepared statements) before the next borrower gets it: one round trip per release.
+  // Off: the next borrower may see what the previous one left in the session.
+  bool reset_on_release = true;
 };
 
 // What the pool holds right now.
