@@ -110,6 +110,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   bool closed() const noexcept { return closed_; }
   std::size_t open() const noexcept { return open_; }
   std::size_t idle() const noexcept;
+  PoolStatistics& statistics() noexcept { return statistics_; }
 
  private:
   // The client context for https:// URLs, made from TlsOptions on first use.
@@ -134,6 +135,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   bool sweep_armed_ = false;
   Event changed_;  // set (and cleared) when a slot or an idle connection may have become available
   bool closed_ = false;
+  PoolStatistics statistics_;
 };
 
 }  // namespace awith::http::detail

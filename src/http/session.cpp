@@ -104,6 +104,7 @@ ClientSession::~ClientSession() {
 
 std::size_t ClientSession::open_connections() const noexcept { return pool_ ? pool_->open() : 0; }
 std::size_t ClientSession::idle_connections() const noexcept { return pool_ ? pool_->idle() : 0; }
+PoolStatistics ClientSession::statistics() const noexcept { return pool_ ? pool_->statistics() : PoolStatistics(); }
 
 Task<void> ClientSession::close() {
   if (closed_) co_return;
@@ -133,7 +134,10 @@ Task<ClientResponse> ClientSession::send_once(const std::string& method, const U
       if (!may_resend(retry_stale, method, conn->request_left)) throw;
       stale = true;
     }
-    if (stale) continue;
+    if (stale) {
+      ++pool_->statistics().resent;
+      continue;
+    }
     ClientResponse resp(method, url, std::move(conn), total_deadline, timeout.sock_read, max_read_size);
     co_return resp;
   }

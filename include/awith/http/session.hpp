@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -82,6 +83,18 @@ enum class RetryStale {
   always,
   // Never: the failure is raised.
   never,
+};
+
+// What the pool did since the session was made: for tests and monitoring.
+struct PoolStatistics {
+  std::uint64_t connections_opened = 0;
+  // Idle keep-alive connections found closed or broken by the server when taken from the pool
+  // (data or EOF where nothing may arrive), and closed instead of used: each would have failed
+  // the request it was taken for.
+  std::uint64_t dropped_idle = 0;
+  // Requests sent again on a new connection after their reused one failed before any response
+  // byte (RetryStale).
+  std::uint64_t resent = 0;
 };
 
 struct SessionOptions {
@@ -190,6 +203,7 @@ class ClientSession {
   // Connections open (in use + idle) and idle in the pool: for tests and monitoring.
   std::size_t open_connections() const noexcept;
   std::size_t idle_connections() const noexcept;
+  PoolStatistics statistics() const noexcept;
 
  private:
   friend class ResponseManager;
