@@ -39,6 +39,11 @@ inline Deadline after(std::optional<Duration> d, TimeoutPhase phase) {
 }
 
 // Awaits f() under the deadline; its expiry raises ClientTimeoutError(phase, url).
+//
+// The caller's own deadlines need nothing here: an enclosing scope's expiry cancels the wait and
+// that scope turns the cancellation into its own error (on a tie too: the outermost cancelled scope
+// owns a cancellation). This timer is armed even when the caller's deadline is nearer, as that
+// scope may be rescheduled later while the wait goes on.
 template <class F>
 auto with_deadline(Deadline d, const URL& url, F f) -> decltype(f()) {
   using R = typename awith::detail::task_value<decltype(f())>::type;
