@@ -121,8 +121,8 @@ struct SessionOptions {
   // "X-Request-Timeout-Ms", as userver's clients send): whole milliseconds until the nearer of the
   // caller's effective deadline and the request's `total` timeout, computed as the request is
   // written, so a server can give up on work nobody waits for. Not sent when neither applies.
-  // With less than 1 ms left the request is not sent: it ends as that deadline's expiry ends it. Empty
-  // (the default): no such header.
+  // With less than 1 ms left the request is not sent: it ends as that deadline's expiry ends it.
+  // Empty (the default): no such header.
   std::string deadline_header;
 };
 
