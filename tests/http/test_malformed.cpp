@@ -223,14 +223,14 @@ Task<std::string> post_with_id(ClientSession& session, const std::string& url, c
 // dropped_idle counts exactly those catches; no POST fails, none is re-sent, none runs twice.
 TEST(HttpMalformed, DeadIdleConnectionsAreCaughtBeforeAPostIsWrittenIntoThem) {
   run_http([&]() -> Task<void> {
-    IdleClosingServer counting(100ms);
+    IdleClosingServer counting(200ms);
     Server server = co_await start_server(counting.handler(), "127.0.0.1", 0);
     const std::string url = url_of(server, "/run");
     ClientSession session;
     constexpr int kSpaced = 6;
     int failures = 0;
     for (int i = 0; i < kSpaced; ++i) {
-      if (i > 0) co_await sleep(250ms);  // past the server's idle timeout: it closed the pooled connection
+      if (i > 0) co_await sleep(400ms);  // past the server's idle timeout: it closed the pooled connection
       std::string id = "spaced-" + std::to_string(i);
       try {
         EXPECT_EQ(co_await post_with_id(session, url, id), id);

@@ -658,12 +658,12 @@ TEST(HttpSession, DeadlineHeaderCarriesTheRemainingBudget) {
     EXPECT_GT(sent.value_or(0), 0) << echo.dump();
     EXPECT_LE(sent.value_or(0), 10000) << "the request's total timeout";
 
-    co_await async_with(timeout(500ms), [&]() -> Task<void> {
+    co_await async_with(timeout(2s), [&]() -> Task<void> {
       echo = co_await get_json(session, base() + "/echo");
     });
     sent = echoed_header(echo, name);
     EXPECT_GT(sent.value_or(0), 0);
-    EXPECT_LE(sent.value_or(0), 500) << "the caller's deadline is the nearer";
+    EXPECT_LE(sent.value_or(0), 2000) << "the caller's deadline is the nearer";
 
     co_await async_with(CancelScope::after(60s), [&](CancelScope&) -> Task<void> {
       echo = co_await get_json(session, base() + "/echo");
