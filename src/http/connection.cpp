@@ -164,6 +164,7 @@ ConnectionPtr Pool::take_idle(const std::string& key) {
       if (list.empty()) idle_.erase(it);
       return c;
     }
+    ++statistics_.dropped_idle;
   }
   idle_.erase(it);
   return nullptr;
@@ -264,6 +265,7 @@ Task<ConnectionPtr> Pool::acquire(const URL& url, Deadline connect, std::optiona
     throw ClientConnectorError(failure, url.str(), err);
   }
   reservation.kept = true;
+  ++statistics_.connections_opened;
   co_return ConnectionPtr(new Connection(weak_from_this(), key, std::move(*stream), limits_));
 }
 

@@ -39,6 +39,11 @@ inline Deadline after(std::optional<Duration> d, TimeoutPhase phase) {
 }
 
 // Awaits f() under the deadline; its expiry raises ClientTimeoutError(phase, url).
+//
+// The caller's own deadlines need nothing here: an enclosing scope's expiry cancels the wait and
+// that scope turns the cancellation into its own error (on a tie too: the outermost cancelled scope
+// owns a cancellation). This timer is armed even when the caller's deadline is nearer, as that
+// scope may be rescheduled later while the wait goes on.
 template <class F>
 auto with_deadline(Deadline d, const URL& url, F f) -> decltype(f()) {
   using R = typename awith::detail::task_value<decltype(f())>::type;
@@ -110,6 +115,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   bool closed() const noexcept { return closed_; }
   std::size_t open() const noexcept { return open_; }
   std::size_t idle() const noexcept;
+  PoolStatistics& statistics() noexcept { return statistics_; }
 
  private:
   // The client context for https:// URLs, made from TlsOptions on first use.
@@ -134,6 +140,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   bool sweep_armed_ = false;
   Event changed_;  // set (and cleared) when a slot or an idle connection may have become available
   bool closed_ = false;
+  PoolStatistics statistics_;
 };
 
 }  // namespace awith::http::detail

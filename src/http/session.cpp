@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "awith/cancel_scope.hpp"
+#include "awith/tasks.hpp"
 #include "connection.hpp"
 
 namespace awith::http {
@@ -64,6 +66,24 @@ Task<void> read_head(detail::Connection& c, bool head_request, detail::Deadline 
   }
 }
 
+// Outside the coroutines: g++ 12 destroys a temporary std::string of a throw expression inside a
+// coroutine twice.
+[[noreturn]] void raise_total_timeout(const URL& url) { throw ClientTimeoutError(TimeoutPhase::total, url.str()); }
+
+// How long the caller still waits for a request: until the nearer of its effective deadline and
+// the request's total deadline (the caller's on a tie, as its scope owns that expiry).
+struct Budget {
+  Duration left;
+  bool callers;
+};
+std::optional<Budget> remaining_budget(std::optional<TimePoint> total) {
+  std::optional<TimePoint> caller = current_effective_deadline();
+  if (!caller && !total) return std::nullopt;
+  bool callers = caller && (!total || *caller <= *total);
+  TimePoint when = callers ? *caller : *total;
+  return Budget{when - EventLoop::running().time(), callers};
+}
+
 // RetryStale's rule for a request that failed on a reused connection before any response byte.
 bool may_resend(RetryStale rule, const std::string& method, bool request_left) {
   switch (rule) {
@@ -104,6 +124,7 @@ ClientSession::~ClientSession() {
 
 std::size_t ClientSession::open_connections() const noexcept { return pool_ ? pool_->open() : 0; }
 std::size_t ClientSession::idle_connections() const noexcept { return pool_ ? pool_->idle() : 0; }
+PoolStatistics ClientSession::statistics() const noexcept { return pool_ ? pool_->statistics() : PoolStatistics(); }
 
 Task<void> ClientSession::close() {
   if (closed_) co_return;
@@ -111,14 +132,36 @@ Task<void> ClientSession::close() {
   co_await pool_->close(options_.close_timeout);
 }
 
-Task<ClientResponse> ClientSession::send_once(const std::string& method, const URL& url, const std::string& head,
+Task<ClientResponse> ClientSession::send_once(const std::string& method, const URL& url, std::string& head,
                                               const std::string& body, const ClientTimeout& timeout,
                                               std::optional<TimePoint> total_deadline, RetryStale retry_stale,
-                                              std::uint64_t max_read_size) {
+                                              std::uint64_t max_read_size, const std::string& deadline_header) {
+  using namespace std::chrono_literals;
   detail::Deadline total{total_deadline, TimeoutPhase::total};
   detail::Deadline connect = detail::earliest(total, detail::after(timeout.connect, TimeoutPhase::connect));
-  for (int attempt = 0;; ++attempt) {
+  const std::size_t head_size = head.size();
+  for (int attempt = 0;;) {
     detail::ConnectionPtr conn = co_await pool_->acquire(url, connect, timeout.sock_connect, attempt > 0);
+    head.resize(head_size);
+    if (!deadline_header.empty()) {
+      std::optional<Budget> budget = remaining_budget(total_deadline);
+      if (budget && budget->left < 1ms) {
+        // Too late for any answer, and for a budget of at least 1 ms: the request is not sent
+        // and ends as the nearer deadline's expiry ends it.
+        pool_->release(std::move(conn));  // unused: it stays pooled
+        if (!budget->callers) raise_total_timeout(url);
+        // The caller's deadline is less than 1 ms away: its scope's cancellation ends the request.
+        co_await sleep(budget->left);
+        co_await checkpoint();
+        continue;  // that scope's deadline was moved meanwhile
+      }
+      if (budget)
+        head.append(deadline_header)
+            .append(": ")
+            .append(std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(budget->left).count()))
+            .append("\r\n");
+    }
+    head.append("\r\n");
     bool reused = conn->reused;
     bool stale = false;
     try {
@@ -133,7 +176,11 @@ Task<ClientResponse> ClientSession::send_once(const std::string& method, const U
       if (!may_resend(retry_stale, method, conn->request_left)) throw;
       stale = true;
     }
-    if (stale) continue;
+    if (stale) {
+      ++attempt;
+      ++pool_->statistics().resent;
+      continue;
+    }
     ClientResponse resp(method, url, std::move(conn), total_deadline, timeout.sock_read, max_read_size);
     co_return resp;
   }
@@ -170,6 +217,12 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
     if (!options.headers.contains(k)) headers.add(k, v);
   for (auto& [k, v] : options.headers) headers.add(k, v);
   for (auto& [k, v] : headers) check_header_text(k, v);
+  // A header of that name given with the request wins over the computed one.
+  std::string deadline_header = options.deadline_header.value_or(options_.deadline_header);
+  if (!deadline_header.empty()) {
+    check_header_text(deadline_header, "");
+    if (headers.contains(deadline_header)) deadline_header.clear();
+  }
 
   std::vector<ClientResponse> history;
   for (int redirects = 0;;) {
@@ -185,9 +238,9 @@ Task<ClientResponse> ClientSession::send(std::string method, std::string url_tex
       head.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
     for (auto& [k, v] : headers)
       if (!iequals(k, "Content-Length") && !iequals(k, "Transfer-Encoding")) head.append(k).append(": ").append(v).append("\r\n");
-    head.append("\r\n");
 
-    ClientResponse resp = co_await send_once(method, url, head, body, timeout, total_deadline, retry_stale, max_read_size);
+    ClientResponse resp = co_await send_once(method, url, head, body, timeout, total_deadline, retry_stale,
+                                             max_read_size, deadline_header);
     auto location = resp.headers().get("Location");
     if (!options.allow_redirects || !is_redirect(resp.status()) || !location) {
       resp.history_ = std::move(history);

@@ -3,6 +3,7 @@
 // connection never goes back to the pool.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -155,6 +156,106 @@ TEST(HttpMalformed, StaleKeepAliveConnectionIsRetried) {
         EXPECT_EQ(co_await r.read(), "ok");
       });
     }
+    co_await session.close();
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+namespace {
+// The value of header `name` in a request head as the client sends it ("" if absent).
+std::string header_value(const std::string& head, const std::string& name) {
+  std::size_t at = head.find("\r\n" + name + ": ");
+  if (at == std::string::npos) return {};
+  at += name.size() + 4;
+  return head.substr(at, head.find("\r\n", at) - at);
+}
+
+// A keep-alive server that closes a connection once it has been idle for `idle` (as nginx's
+// keepalive_timeout does), runs each request it receives once, and counts the runs per
+// X-Request-Id and the connections it accepted. Each answer's body is the request's id.
+struct IdleClosingServer {
+  explicit IdleClosingServer(Duration d) : idle(d) {}
+  Duration idle;
+  int connections = 0;
+  std::map<std::string, int> executions;
+  ConnectionHandler handler() {
+    return [this](StreamReader r, StreamWriter w) -> Task<void> {
+      ++connections;
+      try {
+        for (;;) {
+          std::string head;
+          bool expired = false;
+          try {
+            head = co_await wait_for(r.readuntil("\r\n\r\n"), idle);
+          } catch (const TimeoutError&) {
+            expired = true;
+          }
+          if (expired) break;
+          std::string length = header_value(head, "Content-Length");
+          if (!length.empty() && length != "0") co_await r.readexactly(std::stol(length));
+          std::string id = header_value(head, "X-Request-Id");
+          ++executions[id];
+          w.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(id.size()) + "\r\n\r\n" + id);
+          co_await w.drain();
+        }
+      } catch (const std::exception&) {
+        // The client went away.
+      }
+      w.close();
+    };
+  }
+};
+
+Task<std::string> post_with_id(ClientSession& session, const std::string& url, const std::string& id) {
+  http::RequestOptions options;
+  options.headers.add("X-Request-Id", id);
+  options.data = "payload";
+  co_return co_await async_with(session.post(url, std::move(options)),
+                                [](ClientResponse& r) -> Task<std::string> { co_return co_await r.read(); });
+}
+}  // namespace
+
+// A keep-alive connection the server closed while it sat idle in the pool is found dead when it
+// is taken (urllib3's is_connection_dropped) and never carries a request. Without that check,
+// each POST below would be written into a dead connection: the kernel accepts the bytes, so the
+// POST may have left and is not re-sent (RetryStale::when_safe) — it would fail. The pool's
+// dropped_idle counts exactly those catches; no POST fails, none is re-sent, none runs twice.
+TEST(HttpMalformed, DeadIdleConnectionsAreCaughtBeforeAPostIsWrittenIntoThem) {
+  run_http([&]() -> Task<void> {
+    IdleClosingServer counting(200ms);
+    Server server = co_await start_server(counting.handler(), "127.0.0.1", 0);
+    const std::string url = url_of(server, "/run");
+    ClientSession session;
+    constexpr int kSpaced = 6;
+    int failures = 0;
+    for (int i = 0; i < kSpaced; ++i) {
+      if (i > 0) co_await sleep(400ms);  // past the server's idle timeout: it closed the pooled connection
+      std::string id = "spaced-" + std::to_string(i);
+      try {
+        EXPECT_EQ(co_await post_with_id(session, url, id), id);
+      } catch (const http::ClientError& e) {
+        ++failures;
+        ADD_FAILURE() << e.what();
+      }
+    }
+    EXPECT_EQ(failures, 0);
+    http::PoolStatistics stats = session.statistics();
+    EXPECT_EQ(stats.dropped_idle, std::uint64_t{kSpaced - 1}) << "POSTs that met a dead connection";
+    EXPECT_EQ(stats.resent, 0u);
+    EXPECT_EQ(stats.connections_opened, std::uint64_t{kSpaced});
+    EXPECT_EQ(counting.connections, kSpaced);
+    // Within the server's idle time the one connection serves them all: nothing to catch.
+    for (int i = 0; i < 3; ++i) {
+      co_await sleep(10ms);
+      std::string id = "close-" + std::to_string(i);
+      EXPECT_EQ(co_await post_with_id(session, url, id), id);
+    }
+    stats = session.statistics();
+    EXPECT_EQ(stats.dropped_idle, std::uint64_t{kSpaced - 1});
+    EXPECT_EQ(stats.connections_opened, std::uint64_t{kSpaced});
+    EXPECT_EQ(counting.executions.size(), std::size_t{kSpaced + 3});
+    for (auto& [id, runs] : counting.executions) EXPECT_EQ(runs, 1) << id;
     co_await session.close();
     server.close();
     co_await server.wait_closed();

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <vector>
@@ -630,5 +632,274 @@ TEST(HttpSession, MovableUntilUsedAndAMovedFromSessionIsClosed) {
     auto request = requested.get(nowhere);
     EXPECT_THROW(ClientSession moved(std::move(requested)), InvalidStateError);
     co_await requested.close();
+  });
+}
+
+namespace {
+// The value the server received in header `name` (from /echo), or nullopt.
+std::optional<long> echoed_header(const nlohmann::json& echo, const std::string& name) {
+  if (!echo["headers"].contains(name)) return std::nullopt;
+  return std::stol(echo["headers"][name].get<std::string>());
+}
+}  // namespace
+
+// deadline_header tells the server how long the caller still waits: whole milliseconds until the
+// nearer of the caller's effective deadline and the request's total timeout, never more than
+// either; off by default, per request on, off or renamed; a header given with the request wins.
+TEST(HttpSession, DeadlineHeaderCarriesTheRemainingBudget) {
+  base();
+  run_http([&]() -> Task<void> {
+    const std::string name = "X-Request-Timeout-Ms";
+    http::SessionOptions options{.timeout = {.total = 10s}, .deadline_header = name};
+    ClientSession session(std::move(options));
+
+    auto echo = co_await get_json(session, base() + "/echo");
+    std::optional<long> sent = echoed_header(echo, name);
+    EXPECT_GT(sent.value_or(0), 0) << echo.dump();
+    EXPECT_LE(sent.value_or(0), 10000) << "the request's total timeout";
+
+    co_await async_with(timeout(2s), [&]() -> Task<void> {
+      echo = co_await get_json(session, base() + "/echo");
+    });
+    sent = echoed_header(echo, name);
+    EXPECT_GT(sent.value_or(0), 0);
+    EXPECT_LE(sent.value_or(0), 2000) << "the caller's deadline is the nearer";
+
+    co_await async_with(CancelScope::after(60s), [&](CancelScope&) -> Task<void> {
+      echo = co_await get_json(session, base() + "/echo");
+    });
+    sent = echoed_header(echo, name);
+    EXPECT_GT(sent.value_or(0), 0);
+    EXPECT_LE(sent.value_or(0), 10000) << "the total timeout is the nearer";
+
+    http::RequestOptions off;
+    off.deadline_header = "";
+    echo = co_await get_json(session, base() + "/echo", std::move(off));
+    EXPECT_FALSE(echo["headers"].contains(name));
+
+    http::RequestOptions renamed;
+    renamed.deadline_header = "X-Budget";
+    echo = co_await get_json(session, base() + "/echo", std::move(renamed));
+    EXPECT_FALSE(echo["headers"].contains(name));
+    sent = echoed_header(echo, "X-Budget");
+    EXPECT_GT(sent.value_or(0), 0);
+    EXPECT_LE(sent.value_or(0), 10000);
+
+    http::RequestOptions explicit_value;
+    explicit_value.headers.add(name, "42");
+    echo = co_await get_json(session, base() + "/echo", std::move(explicit_value));
+    EXPECT_EQ(echoed_header(echo, name).value_or(0), 42);
+    co_await session.close();
+
+    // Off by default; with the option but no deadline at all, nothing to send.
+    ClientSession plain;
+    echo = co_await get_json(plain, base() + "/echo");
+    EXPECT_FALSE(echo["headers"].contains(name));
+    co_await plain.close();
+    http::SessionOptions unbounded_options{.timeout = {}, .deadline_header = name};
+    ClientSession unbounded(std::move(unbounded_options));
+    // A shield without a deadline cuts off the test's own bound: no deadline applies.
+    co_await async_with(CancelScope(std::nullopt, true), [&](CancelScope&) -> Task<void> {
+      echo = co_await get_json(unbounded, base() + "/echo");
+    });
+    EXPECT_FALSE(echo["headers"].contains(name));
+    co_await unbounded.close();
+  });
+}
+
+// With the deadline header on, a request with less than 1 ms left is not sent: it ends as the
+// nearer deadline's expiry ends it (the caller's timeout: its TimeoutError; the request's total:
+// ClientTimeoutError), and the idle connection it took stays pooled.
+TEST(HttpSession, ABudgetUnderOneMillisecondIsNotSent) {
+  run_http([&]() -> Task<void> {
+    int received = 0;
+    ConnectionHandler handler = [&received](StreamReader r, StreamWriter w) -> Task<void> {
+      try {
+        for (;;) {
+          co_await r.readuntil("\r\n\r\n");
+          ++received;
+          w.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+          co_await w.drain();
+        }
+      } catch (const std::exception&) {
+        // The client closed the connection.
+      }
+      w.close();
+    };
+    Server server = co_await start_server(std::move(handler), "127.0.0.1", 0);
+    const std::string url = awith::test::url_of(server);
+    http::SessionOptions options{.deadline_header = "X-Request-Timeout-Ms"};
+    ClientSession session(std::move(options));
+    auto get_ok = [&](const http::RequestOptions& o) -> Task<void> {
+      co_await async_with(session.get(url, o), [](ClientResponse& r) -> Task<void> {
+        EXPECT_EQ(co_await r.read(), "ok");
+      });
+    };
+    const http::RequestOptions defaults;
+    co_await get_ok(defaults);
+    EXPECT_EQ(session.idle_connections(), 1u);
+
+    bool scope_timed_out = false;
+    try {
+      co_await async_with(timeout_at(EventLoop::running().time() + 400us), [&]() -> Task<void> {
+        co_await get_ok(defaults);
+      });
+    } catch (const TimeoutError&) {
+      scope_timed_out = true;
+    }
+    EXPECT_TRUE(scope_timed_out);
+
+    http::RequestOptions tight;
+    tight.timeout = http::ClientTimeout{.total = 400us};
+    std::optional<http::TimeoutPhase> phase;
+    try {
+      co_await get_ok(tight);
+    } catch (const http::ClientTimeoutError& e) {
+      phase = e.phase();
+    }
+    EXPECT_EQ(phase, http::TimeoutPhase::total);
+
+    co_await sleep(50ms);  // anything sent would have reached the server by now
+    EXPECT_EQ(received, 1) << "neither request was sent";
+    EXPECT_EQ(session.open_connections(), 1u);
+    EXPECT_EQ(session.idle_connections(), 1u);
+    co_await get_ok(defaults);
+    EXPECT_EQ(received, 2);
+    EXPECT_EQ(session.statistics().connections_opened, 1u);
+    co_await session.close();
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+namespace {
+// Which error a request ended with: the caller's scope's (TimeoutError), the client's
+// (ClientTimeoutError and its phase), or none.
+struct Ending {
+  bool scope_timeout = false;
+  std::optional<http::TimeoutPhase> client_timeout;
+  Duration took{};
+};
+Task<Ending> ending_of(std::function<Task<void>()> request) {
+  Ending ending;
+  TimePoint start = EventLoop::running().time();
+  try {
+    co_await request();
+  } catch (const TimeoutError&) {
+    ending.scope_timeout = true;
+  } catch (const http::ClientTimeoutError& e) {
+    ending.client_timeout = e.phase();
+  }
+  ending.took = EventLoop::running().time() - start;
+  co_return ending;
+}
+}  // namespace
+
+// The caller's deadline bounds every phase of a request: when it is nearer than the ClientTimeout
+// phase, its expiry ends the request with the scope's own error — TimeoutError from a timeout, a
+// quiet end of a CancelScope — never ClientTimeoutError; the connection is closed.
+TEST(HttpSession, TheCallersNearerDeadlineEndsTheRequestWithItsOwnError) {
+  base();
+  run_http([&]() -> Task<void> {
+    http::SessionOptions options{.timeout = {.total = 20s, .connect = 10s, .sock_read = 10s},
+                                 .connector = {.limit = 1},
+                                 .deadline_header = "X-Request-Timeout-Ms"};
+    ClientSession session(std::move(options));
+    // Waiting for the headers.
+    Ending e = co_await ending_of([&]() -> Task<void> {
+      co_await async_with(timeout(200ms), [&]() -> Task<void> {
+        co_await get_json(session, base() + "/slow_headers?delay=3000");
+      });
+    });
+    EXPECT_TRUE(e.scope_timeout);
+    EXPECT_FALSE(e.client_timeout.has_value());
+    EXPECT_GE(e.took, 200ms);
+    EXPECT_LT(e.took, 2s);
+    EXPECT_EQ(session.open_connections(), 0u);
+    // Reading the body.
+    bool headers_arrived = false;
+    e = co_await ending_of([&]() -> Task<void> {
+      co_await async_with(timeout(300ms), [&]() -> Task<void> {
+        co_await async_with(session.get(base() + "/slow_body?delay=3000"), [&](ClientResponse& r) -> Task<void> {
+          headers_arrived = true;
+          co_await r.read();
+        });
+      });
+    });
+    EXPECT_TRUE(headers_arrived);
+    EXPECT_TRUE(e.scope_timeout);
+    EXPECT_FALSE(e.client_timeout.has_value());
+    EXPECT_LT(e.took, 2s);
+    EXPECT_EQ(session.open_connections(), 0u);
+    // A CancelScope ends quietly.
+    CancelScope scope = CancelScope::after(200ms);
+    bool answered = false;
+    co_await async_with(scope, [&](CancelScope&) -> Task<void> {
+      co_await get_json(session, base() + "/slow_headers?delay=3000");
+      answered = true;
+    });
+    EXPECT_FALSE(answered);
+    EXPECT_TRUE(scope.cancelled_caught());
+    EXPECT_EQ(session.open_connections(), 0u);
+    // Waiting for a pool slot (the only one is held).
+    Event holding, release;
+    auto holder = create_task([&]() -> Task<void> {
+      co_await async_with(session.get(base() + "/echo"), [&](ClientResponse& r) -> Task<void> {
+        co_await r.read();
+        holding.set();
+        co_await release.wait();
+      });
+    });
+    co_await holding.wait();
+    e = co_await ending_of([&]() -> Task<void> {
+      co_await async_with(timeout(150ms), [&]() -> Task<void> { co_await get_json(session, base() + "/echo"); });
+    });
+    EXPECT_TRUE(e.scope_timeout);
+    EXPECT_FALSE(e.client_timeout.has_value());
+    EXPECT_LT(e.took, 2s);
+    release.set();
+    co_await holder;
+    EXPECT_TRUE(pool_is_clean(session));
+    co_await session.close();
+  });
+}
+
+// A ClientTimeout phase nearer than the caller's deadline still ends the request with
+// ClientTimeoutError naming the phase, and the caller's scope is not involved.
+TEST(HttpSession, ANearerClientTimeoutStillWins) {
+  base();
+  run_http([&]() -> Task<void> {
+    http::SessionOptions options{.timeout = {.total = 20s, .sock_read = 100ms},
+                                 .deadline_header = "X-Request-Timeout-Ms"};
+    ClientSession session(std::move(options));
+    Ending e = co_await ending_of([&]() -> Task<void> {
+      co_await async_with(timeout(5s), [&]() -> Task<void> {
+        co_await get_json(session, base() + "/slow_headers?delay=3000");
+      });
+    });
+    EXPECT_FALSE(e.scope_timeout);
+    EXPECT_EQ(e.client_timeout, http::TimeoutPhase::sock_read);
+    EXPECT_LT(e.took, 2s);
+
+    http::RequestOptions short_total;
+    short_total.timeout = http::ClientTimeout{.total = 300ms};
+    bool cancelled = true;
+    e = co_await ending_of([&]() -> Task<void> {
+      co_await async_with(CancelScope::after(5s), [&](CancelScope& scope) -> Task<void> {
+        try {
+          co_await async_with(session.get(base() + "/slow_body?delay=3000", std::move(short_total)),
+                              [&](ClientResponse& r) -> Task<void> { co_await r.read(); });
+        } catch (...) {
+          cancelled = scope.cancel_called();
+          throw;
+        }
+      });
+    });
+    EXPECT_FALSE(cancelled);
+    EXPECT_FALSE(e.scope_timeout);
+    EXPECT_EQ(e.client_timeout, http::TimeoutPhase::total);
+    EXPECT_LT(e.took, 2s);
+    EXPECT_EQ(session.open_connections(), 0u);
+    co_await session.close();
   });
 }

@@ -15,11 +15,15 @@
 // Timeouts (ClientTimeout, as aiohttp): `total` bounds the whole request including reading the
 // body; `connect` bounds getting a connection (waiting for a pool slot + connecting); `sock_connect`
 // the TCP connect alone; `sock_read` every single wait for data from the server. An expired phase
-// raises ClientTimeoutError naming it.
+// raises ClientTimeoutError naming it. The caller's own deadlines (the enclosing timeout,
+// CancelScope and TaskGroup scopes: current_effective_deadline()) bound every wait as well; when
+// one of them is the nearer, its expiry ends the request with the scope's own error (TimeoutError
+// from a timeout, a quiet end of a CancelScope), not ClientTimeoutError.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -84,6 +88,18 @@ enum class RetryStale {
   never,
 };
 
+// What the pool did since the session was made: for tests and monitoring.
+struct PoolStatistics {
+  std::uint64_t connections_opened = 0;
+  // Idle keep-alive connections found closed or broken by the server when taken from the pool
+  // (data or EOF where nothing may arrive), and closed instead of used: each would have failed
+  // the request it was taken for.
+  std::uint64_t dropped_idle = 0;
+  // Requests sent again on a new connection after their reused one failed before any response
+  // byte (RetryStale).
+  std::uint64_t resent = 0;
+};
+
 struct SessionOptions {
   std::string base_url;  // relative request URLs are resolved against it
   Headers headers;       // sent with every request (a request's own headers win)
@@ -101,6 +117,13 @@ struct SessionOptions {
   // take a service's memory; raise it per request for a download buffered on purpose, or stream
   // it with content() (bounded by limits.max_body_size only).
   std::uint64_t max_read_size = std::uint64_t{32} << 20;
+  // The name of a request header that tells the server how long the caller still waits (e.g.
+  // "X-Request-Timeout-Ms", as userver's clients send): whole milliseconds until the nearer of the
+  // caller's effective deadline and the request's `total` timeout, computed as the request is
+  // written, so a server can give up on work nobody waits for. Not sent when neither applies.
+  // With less than 1 ms left the request is not sent: it ends as that deadline's expiry ends it.
+  // Empty (the default): no such header.
+  std::string deadline_header;
 };
 
 struct RequestOptions {
@@ -115,6 +138,7 @@ struct RequestOptions {
   std::optional<bool> raise_for_status;       // overrides the session's
   std::optional<RetryStale> retry_stale;      // overrides the session's
   std::optional<std::uint64_t> max_read_size; // overrides the session's
+  std::optional<std::string> deadline_header; // overrides the session's ("" turns it off)
 };
 
 class ClientSession;
@@ -190,15 +214,18 @@ class ClientSession {
   // Connections open (in use + idle) and idle in the pool: for tests and monitoring.
   std::size_t open_connections() const noexcept;
   std::size_t idle_connections() const noexcept;
+  PoolStatistics statistics() const noexcept;
 
  private:
   friend class ResponseManager;
   // Sends the request, follows redirects, returns the response once its headers arrived.
   Task<ClientResponse> send(std::string method, std::string url, RequestOptions options);
-  Task<ClientResponse> send_once(const std::string& method, const URL& url, const std::string& head,
+  // `head` is the request head without its closing blank line: the deadline header, computed
+  // when the request is written, goes after it.
+  Task<ClientResponse> send_once(const std::string& method, const URL& url, std::string& head,
                                  const std::string& body, const ClientTimeout& timeout,
                                  std::optional<TimePoint> total_deadline, RetryStale retry_stale,
-                                 std::uint64_t max_read_size);
+                                 std::uint64_t max_read_size, const std::string& deadline_header);
 
   SessionOptions options_;
   std::shared_ptr<detail::Pool> pool_;  // null once moved from
