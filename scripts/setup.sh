@@ -7,7 +7,7 @@ packages=(
   build-essential cmake g++ clang-14 libclang-rt-14-dev make pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libssl-dev openssl zlib1g-dev nlohmann-json3-dev libpq-dev libhttp-parser-dev
-  postgresql postgresql-contrib nginx-light socat netcat-openbsd curl
+  postgresql postgresql-contrib pgbouncer nginx-light socat netcat-openbsd curl
   python3 python3-aiohttp python3-uvloop python3-asyncpg
 )
 

@@ -112,7 +112,7 @@ class Pool {
     std::unique_ptr<Connection> conn;
     try {
       conn = co_await async_with(timeout(options_.connect_timeout), [&]() -> Task<std::unique_ptr<Connection>> {
-        co_return co_await Connection::connect(dsn_);
+        co_return co_await Connection::connect(dsn_, options_.connection);
       });
     } catch (const awith::TimeoutError&) {
       throw ConnectError("could not connect within the pool's connect_timeout (" +
@@ -167,7 +167,7 @@ Task<Connection&> TransactionScope::aenter() {
   auto& conn = co_await ConnectionScope::aenter();
   std::exception_ptr failed;
   try {
-    co_await conn.execute("BEGIN");
+    co_await conn.run_simple("BEGIN");
   } catch (...) {
     failed = std::current_exception();
   }
@@ -186,7 +186,7 @@ Task<void> TransactionScope::aexit(std::exception_ptr error) {
   if (!error) {
     try {
       bool failed = conn_->transaction_status() == TransactionStatus::in_error;
-      co_await conn_->execute("COMMIT");
+      co_await conn_->run_simple("COMMIT");
       if (failed) throw InterfaceError("the transaction had failed and was rolled back instead of committed");
     } catch (...) {
       commit_error = std::current_exception();

@@ -35,6 +35,7 @@ struct PoolOptions {
   Duration max_idle{};      // 0: unlimited; connections idle longer are closed instead of reused
   bool pre_ping = false;    // a round trip before handing out a pooled connection
   Duration cleanup_timeout = std::chrono::seconds(5);  // bound of a reset (cancel, drain, rollback)
+  ConnectOptions connection;  // every connection the pool opens gets these (statement_cache_size)
 };
 
 // What the pool holds right now.
@@ -64,7 +65,8 @@ class ConnectionScope {
 };
 
 // engine.begin(): a pooled connection inside BEGIN; COMMIT when the body succeeds, ROLLBACK when it
-// throws or is cancelled.
+// throws or is cancelled. BEGIN and COMMIT go as simple queries: never prepared, so they never
+// occupy the statement cache nor meet a missing prepared statement.
 class TransactionScope : ConnectionScope {
  public:
   using ConnectionScope::ConnectionScope;
