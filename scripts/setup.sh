@@ -31,4 +31,5 @@ sudo_cmd=()
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq || true
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Debian's postgresql package may start a system cluster; awith never uses it.
+# Debian's postgresql and pgbouncer packages may start system services; awith never uses them
+# (tests and benchmarks start their own: scripts/pg_cluster.sh, scripts/pgbouncer.sh).
