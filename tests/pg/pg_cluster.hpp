@@ -1,4 +1,5 @@
-// The PostgreSQL clusters of the pg tests (scripts/pg_cluster.sh).
+// The PostgreSQL clusters of the pg tests (scripts/pg_cluster.sh), and their PgBouncers
+// (scripts/pgbouncer.sh, PgBouncerTest below).
 //
 // The shared cluster: started once per build tree (CTest fixture test_pg.cluster_start; a test
 // binary run by hand starts it itself, idempotently, and leaves it running for the next run:
