@@ -1,7 +1,8 @@
 // Closed-loop "SELECT 1" load, awith's row in the peer harness's PostgreSQL suite (SHARED_BENCH):
-//   pg_load HOST PORT CLIENTS DURATION [--pipeline [DEPTH]]
+//   pg_load HOST PORT CLIENTS DURATION [--pipeline [DEPTH]] [--statement-cache-size N]
 // CLIENTS tasks each hold one pooled connection for the run and loop fetchval("SELECT 1")
-// (a prepared statement after the first call), or with --pipeline send DEPTH statements per round
+// (a prepared statement after the first call; unnamed every time with --statement-cache-size 0,
+// as behind a transaction-pooling PgBouncer), or with --pipeline send DEPTH statements per round
 // trip through a pipeline scope. Prints, as its last line: tps=N errors=N
 #include <cstdio>
 #include <cstdlib>
@@ -49,17 +50,29 @@ Task<void> client(pg::Engine& engine, TimePoint deadline, int depth, Counts& cou
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 5) {
-    std::fprintf(stderr, "usage: %s HOST PORT CLIENTS DURATION [--pipeline [DEPTH]]\n", argv[0]);
+  auto usage = [&] {
+    std::fprintf(stderr, "usage: %s HOST PORT CLIENTS DURATION [--pipeline [DEPTH]] [--statement-cache-size N]\n",
+                 argv[0]);
     return 2;
-  }
+  };
+  if (argc < 5) return usage();
   std::string host = argv[1], port = argv[2];
   int clients = std::atoi(argv[3]);
   double duration = std::atof(argv[4]);
   int depth = 1;
-  if (argc > 5 && std::string(argv[5]) == "--pipeline") depth = argc > 6 ? std::atoi(argv[6]) : 32;
-  if (clients <= 0 || duration <= 0 || depth <= 0) {
-    std::fprintf(stderr, "CLIENTS, DURATION and DEPTH must be positive\n");
+  long cache_size = 1024;
+  for (int i = 5; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--pipeline") {
+      depth = i + 1 < argc && argv[i + 1][0] != '-' ? std::atoi(argv[++i]) : 32;
+    } else if (arg == "--statement-cache-size" && i + 1 < argc) {
+      cache_size = std::atol(argv[++i]);
+    } else {
+      return usage();
+    }
+  }
+  if (clients <= 0 || duration <= 0 || depth <= 0 || cache_size < 0) {
+    std::fprintf(stderr, "CLIENTS, DURATION and DEPTH must be positive, N not negative\n");
     return 2;
   }
   Counts counts;
@@ -67,6 +80,7 @@ int main(int argc, char** argv) {
     run([&]() -> Task<void> {
       pg::PoolOptions options;
       options.size = static_cast<std::size_t>(clients);
+      options.connection.statement_cache_size = static_cast<std::size_t>(cache_size);
       auto dsn = "host=" + host + " port=" + port + " user=postgres dbname=postgres";
       co_await async_with(pg::create_engine(dsn, options), [&](pg::Engine& engine) -> Task<void> {
         // Connect everyone first: the measured window is queries only, as with pgbench -T.

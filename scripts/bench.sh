@@ -6,13 +6,15 @@
 #   2. fairness: scripts/bench_fairness.sh (a deadline over a task that never waits, I/O round
 #      trips while many tasks are ready), beside the same programs in asyncio;
 #   3. echo, http, pg: the shared harnesses with awith's echo server, HTTP load client and pg load
-#      client added as extra rows, when those binaries are built.
+#      client added as extra rows, when those binaries are built;
+#   4. pgcache: awith alone, unnamed statements against cached prepared ones (bench/pg_statement_cache)
+#      on a throwaway cluster (scripts/pg_cluster.sh).
 #
 #   scripts/bench.sh BUILD_DIR
 #
 # Env: SHARED_BENCH [the peer benchmark harness directory, default set below]; absent = awith's own
 #      micro-benchmarks only.
-#      SUITES ["micro fairness echo http pg"]  SAMPLES [5] repetitions (median)  SCALE [1.0] peers' counts
+#      SUITES ["micro fairness echo http pg pgcache"]  SAMPLES [5] repetitions (median)  SCALE [1.0] peers' counts
 #      MICRO_CPU [0]  BENCH_MIN_TIME [0.3] s per awith repetition  PY [/usr/bin/python3]
 #      ECHO_ONLY ["epoll_echo asio_coro libuv awith"] (the harness's ONLY)  REPEATS [3] per suite
 #      ECHO_SERVER_CMD [BUILD_DIR/examples/echo_server --bench {port}] awith's echo server
@@ -23,7 +25,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "$1" && pwd) || { echo "bench: no build directory $1" >&2; exit 2; }
 SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-SUITES=${SUITES:-micro fairness echo http pg}
+SUITES=${SUITES:-micro fairness echo http pg pgcache}
 SAMPLES=${SAMPLES:-5}
 SCALE=${SCALE:-1.0}
 MICRO_CPU=${MICRO_CPU:-0}
@@ -146,6 +148,17 @@ run_pg() {
     { echo "bench: run_pg.sh failed (see $OUT/pg.log)"; status=1; }
 }
 
+run_pgcache() {
+  local prog dir dsn
+  prog=$(find_binary pg_statement_cache) || { echo "bench: pgcache: no pg_statement_cache built, skipped"; return 0; }
+  dir=/tmp/awith-bench-pgcache-$$
+  dsn=$("$ROOT/scripts/pg_cluster.sh" start "$dir") || { echo "bench: pgcache: no cluster"; return 1; }
+  echo
+  echo "## PostgreSQL statements, unnamed vs cached ($prog)"
+  "$prog" "$dsn" 20000 | tee "$OUT/pgcache.md" || status=1
+  "$ROOT/scripts/pg_cluster.sh" stop "$dir"
+}
+
 wants micro && { run_micro || status=1; }
 if wants fairness; then
   echo
@@ -156,6 +169,7 @@ if [ "$peers" = 1 ]; then
   wants http && run_http
   wants pg && run_pg
 fi
+wants pgcache && { run_pgcache || status=1; }
 echo
 echo "bench: results in $OUT"
 exit $status

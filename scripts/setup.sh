@@ -7,7 +7,7 @@ packages=(
   build-essential cmake g++ clang-14 libclang-rt-14-dev make pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libssl-dev openssl zlib1g-dev nlohmann-json3-dev libpq-dev libhttp-parser-dev
-  postgresql postgresql-contrib nginx-light socat netcat-openbsd curl
+  postgresql postgresql-contrib pgbouncer nginx-light socat netcat-openbsd curl
   python3 python3-aiohttp python3-uvloop python3-asyncpg
 )
 
@@ -31,4 +31,5 @@ sudo_cmd=()
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq || true
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Debian's postgresql package may start a system cluster; awith never uses it.
+# Debian's postgresql and pgbouncer packages may start system services; awith never uses them
+# (tests and benchmarks start their own: scripts/pg_cluster.sh, scripts/pgbouncer.sh).

@@ -110,12 +110,13 @@ std::string resolve_hosts(const std::vector<std::string>& hosts) {
 
 }  // namespace
 
-Task<std::unique_ptr<Connection>> Connection::connect(std::string dsn) {
+Task<std::unique_ptr<Connection>> Connection::connect(std::string dsn, ConnectOptions options) {
   std::vector<std::string> names;
-  return connect_with(parse_dsn(dsn, names), std::move(names));
+  return connect_with(parse_dsn(dsn, names), std::move(names), options);
 }
 
-Task<std::unique_ptr<Connection>> Connection::connect_with(ConnectParams params, std::vector<std::string> names) {
+Task<std::unique_ptr<Connection>> Connection::connect_with(ConnectParams params, std::vector<std::string> names,
+                                                           ConnectOptions options) {
   if (!names.empty()) {
     std::string addrs = co_await to_thread([names] { return resolve_hosts(names); });
     params.keys.emplace_back("hostaddr");
@@ -130,7 +131,7 @@ Task<std::unique_ptr<Connection>> Connection::connect_with(ConnectParams params,
   values.push_back(nullptr);
   PGconn* raw = PQconnectStartParams(keys.data(), values.data(), 0);
   if (!raw) throw ConnectError("out of memory");
-  std::unique_ptr<Connection> conn(new Connection(raw));
+  std::unique_ptr<Connection> conn(new Connection(raw, options));
   if (PQstatus(raw) == CONNECTION_BAD) throw_connect_error(raw);
   auto status = PGRES_POLLING_WRITING;
   for (;;) {

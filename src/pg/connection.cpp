@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
+#include <random>
 
 #include "awith/cancel_scope.hpp"
 #include "awith/context.hpp"
@@ -35,11 +37,15 @@ Param to_param(double v) {
 
 using detail::field;
 using detail::is_lost_sqlstate;
-using detail::kMaxPrepared;
+using detail::statement_missing;
 using detail::trimmed;
 
-Connection::Connection(pg_conn* conn) : conn_(conn) {
+Connection::Connection(pg_conn* conn, ConnectOptions options) : conn_(conn), options_(options) {
   created_ = last_used_ = EventLoop::running().time();
+  std::random_device random;
+  char prefix[32];
+  std::snprintf(prefix, sizeof prefix, "awith_%08x%08x_", random(), random());
+  name_prefix_ = prefix;
 }
 
 Connection::~Connection() { close(); }
@@ -248,6 +254,8 @@ const std::string* Connection::prepared_name(const std::string& sql) {
   return it == prepared_.end() ? nullptr : &it->second;
 }
 
+std::string Connection::next_statement_name() { return name_prefix_ + std::to_string(++statements_); }
+
 void Connection::send_prepared_or_params(const std::string* name, const std::string& sql, const Params& params) {
   std::vector<const char*> values;
   values.reserve(params.size());
@@ -283,8 +291,8 @@ Task<Result> Connection::execute_impl(Operation, std::string sql, Params params)
   co_await ready_for_query();
   if (pipeline_) throw InterfaceError("the connection is in a pipeline: use the pipeline's send()");
   const std::string* name = prepared_name(sql);
-  if (!name && prepared_.size() < kMaxPrepared) {
-    std::string fresh = "awith_" + std::to_string(++statements_);
+  if (!name && may_prepare()) {
+    std::string fresh = next_statement_name();
     if (!PQsendPrepare(conn_, fresh.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr)) {
       if (PQstatus(conn_) != CONNECTION_OK) throw_lost("preparing a statement");
       throw InterfaceError(trimmed(PQerrorMessage(conn_)));
@@ -296,6 +304,22 @@ Task<Result> Connection::execute_impl(Operation, std::string sql, Params params)
     name = &prepared_.emplace(sql, std::move(fresh)).first->second;
   }
   send_prepared_or_params(name, sql, params);
+  expect_response();
+  co_await flush();
+  std::exception_ptr missing;
+  try {
+    co_return Result(co_await read_results(sql));
+  } catch (const QueryError& e) {
+    if (!name || !statement_missing(e.sqlstate(), e.message(), *name)) throw;
+    missing = std::current_exception();
+  }
+  // The server connection never saw the Prepare (a transaction pooler gave each round trip its
+  // own), so the statement did not run. Outside a transaction nothing else was undone either: it is
+  // sent again unnamed, Parse/Bind/Execute in one round trip that no pooler splits. Inside one the
+  // error has aborted the transaction.
+  prepared_.erase(sql);
+  if (transaction_status() != TransactionStatus::idle) std::rethrow_exception(missing);
+  send_prepared_or_params(nullptr, sql, params);
   expect_response();
   co_await flush();
   co_return Result(co_await read_results(sql));

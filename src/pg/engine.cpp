@@ -126,10 +126,10 @@ class Pool {
     std::unique_ptr<Connection> conn;
     try {
       if (caller_deadline_within(options_.connect_timeout)) {
-        conn = co_await Connection::connect(dsn_);  // the caller's scope ends the wait
+        conn = co_await Connection::connect(dsn_, options_.connection);  // the caller's scope ends the wait
       } else {
         conn = co_await async_with(timeout(options_.connect_timeout), [&]() -> Task<std::unique_ptr<Connection>> {
-          co_return co_await Connection::connect(dsn_);
+          co_return co_await Connection::connect(dsn_, options_.connection);
         });
       }
     } catch (const awith::TimeoutError&) {

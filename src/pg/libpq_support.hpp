@@ -1,5 +1,4 @@
-// What the parts of awith::pg::Connection share about libpq: error texts and fields, and the
-// size of the per-connection statement cache.
+// What the parts of awith::pg::Connection share about libpq: error texts and fields.
 #pragma once
 
 #include <libpq-fe.h>
@@ -8,9 +7,6 @@
 #include <string>
 
 namespace awith::pg::detail {
-
-// Cached prepared statements per connection; statements beyond this run unnamed.
-inline constexpr std::size_t kMaxPrepared = 1024;
 
 inline std::string trimmed(const char* s) {
   std::string m = s ? s : "";
@@ -26,6 +22,12 @@ inline std::string field(const PGresult* r, int code) {
 inline bool is_lost_sqlstate(const std::string& s) {
   // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 57P04 database_dropped.
   return s.rfind("57P", 0) == 0;
+}
+
+// The server does not have the prepared statement `name` (26000 invalid_sql_statement_name naming
+// it; the name is checked too because an EXECUTE or DEALLOCATE in the SQL gives the same SQLSTATE).
+inline bool statement_missing(const std::string& sqlstate, const std::string& message, const std::string& name) {
+  return sqlstate == "26000" && message.find('"' + name + '"') != std::string::npos;
 }
 
 inline bool ready_now(int fd, short events) {

@@ -11,13 +11,13 @@ namespace awith::pg {
 
 using detail::field;
 using detail::is_lost_sqlstate;
-using detail::kMaxPrepared;
+using detail::statement_missing;
 using detail::trimmed;
 
 // Reads the results of everything queued in pipeline mode up to and including the sync point.
 // A second task flushes the output meanwhile when the socket cannot take it all at once: reading
 // and writing must progress together or a large batch deadlocks with the server.
-Task<std::vector<Result>> Connection::read_pipeline(Operation) {
+Task<std::vector<Result>> Connection::read_pipeline() {
   std::vector<Result> results;
   std::exception_ptr error;
   bool synced = false;
@@ -47,11 +47,15 @@ Task<std::vector<Result>> Connection::read_pipeline(Operation) {
           QueryError::Fields fl{field(raw, PG_DIAG_SQLSTATE), field(raw, PG_DIAG_SEVERITY),
                                 field(raw, PG_DIAG_MESSAGE_PRIMARY), field(raw, PG_DIAG_MESSAGE_DETAIL),
                                 field(raw, PG_DIAG_MESSAGE_HINT), q.sql, 0};
+          // Prepared on another server connection (a transaction pooler): prepared afresh next time.
+          if (auto it = prepared_.find(q.sql);
+              q.cached && it != prepared_.end() && statement_missing(fl.sqlstate, fl.message, it->second))
+            prepared_.erase(it);
           error = is_lost_sqlstate(fl.sqlstate)
                       ? std::make_exception_ptr(ConnectionLostError(fl.message, fl.sqlstate))
                       : std::make_exception_ptr(QueryError(std::move(fl)));
         }
-      } else if (st != PGRES_PIPELINE_ABORTED && !q.prepare_name.empty() && prepared_.size() < kMaxPrepared) {
+      } else if (st != PGRES_PIPELINE_ABORTED && !q.prepare_name.empty() && may_prepare()) {
         prepared_.emplace(q.sql, q.prepare_name);
       }
       if (q.user) results.emplace_back(st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED ? detail::ResultPtr() : r);
@@ -74,17 +78,20 @@ Task<std::vector<Result>> Connection::read_pipeline(Operation) {
   co_return results;
 }
 
-Task<void> Connection::execute_many_impl(Operation op, std::string sql, std::vector<Params> rows) {
-  co_await ready_for_query();
-  if (pipeline_) throw InterfaceError("execute_many inside a pipeline: use the pipeline's send()");
-  if (rows.empty()) co_return;
+// Pipeline::sync's coroutine: it holds the operation token until the sync point is read.
+Task<std::vector<Result>> Connection::sync_pipeline(Operation) { co_return co_await read_pipeline(); }
+
+// execute_many's batch: the statement (prepared in the same pipeline when it is new and the cache
+// has room, unnamed when use_cache is off) once per parameter set, then a sync point.
+Task<void> Connection::pipeline_many(const std::string& sql, const std::vector<Params>& rows, bool use_cache) {
   if (PQenterPipelineMode(conn_) != 1) throw InterfaceError(trimmed(PQerrorMessage(conn_)));
   pipeline_ = true;
   busy_ = true;
-  const std::string* name = prepared_name(sql);
+  const std::string* name = use_cache ? prepared_name(sql) : nullptr;
+  const bool cached = name != nullptr;
   std::string fresh;
-  if (!name) {
-    fresh = "awith_" + std::to_string(++statements_);
+  if (use_cache && !name && may_prepare()) {
+    fresh = next_statement_name();
     if (!PQsendPrepare(conn_, fresh.c_str(), sql.c_str(), static_cast<int>(rows[0].size()), nullptr))
       throw_lost("preparing a statement");
     queued_.push_back({sql, fresh, false});
@@ -92,12 +99,12 @@ Task<void> Connection::execute_many_impl(Operation op, std::string sql, std::vec
   }
   for (auto& params : rows) {
     send_prepared_or_params(name, sql, params);
-    queued_.push_back({sql, {}, true});
+    queued_.push_back({sql, {}, true, cached});
   }
   if (!PQpipelineSync(conn_)) throw_lost("sending a pipeline sync");
   std::exception_ptr error;
   try {
-    co_await read_pipeline(std::move(op));
+    co_await read_pipeline();
   } catch (...) {
     error = std::current_exception();
   }
@@ -105,6 +112,26 @@ Task<void> Connection::execute_many_impl(Operation op, std::string sql, std::vec
   if (!busy_ && PQexitPipelineMode(conn_) == 1) pipeline_ = false;
   if (error) std::rethrow_exception(error);
   if (pipeline_) throw InterfaceError(trimmed(PQerrorMessage(conn_)));
+}
+
+Task<void> Connection::execute_many_impl(Operation, std::string sql, std::vector<Params> rows) {
+  co_await ready_for_query();
+  if (pipeline_) throw InterfaceError("execute_many inside a pipeline: use the pipeline's send()");
+  if (rows.empty()) co_return;
+  const std::string* cached = prepared_name(sql);
+  const std::string name = cached ? *cached : std::string();
+  std::exception_ptr missing;
+  try {
+    co_await pipeline_many(sql, rows, true);
+    co_return;
+  } catch (const QueryError& e) {
+    if (name.empty() || !statement_missing(e.sqlstate(), e.message(), name)) throw;
+    missing = std::current_exception();
+  }
+  // Every statement of the batch ran the missing statement, so none ran: outside a transaction
+  // the batch is sent again, unnamed (see execute_impl).
+  if (pipeline_ || transaction_status() != TransactionStatus::idle) std::rethrow_exception(missing);
+  co_await pipeline_many(sql, rows, false);
 }
 
 Task<Pipeline&> Pipeline::aenter() {
@@ -121,12 +148,13 @@ std::size_t Pipeline::send_params(std::string sql, Params params) {
   if (conn_->operating_) throw InterfaceError("send(): the pipeline is being synced");
   auto& c = *conn_;
   const std::string* name = c.prepared_name(sql);
+  const bool cached = name != nullptr;
   std::string fresh;
-  if (!name && c.prepared_.size() < kMaxPrepared) {
+  if (!name && c.may_prepare()) {
     bool queued = false;
     for (auto& q : c.queued_) queued |= q.sql == sql && !q.prepare_name.empty();
     if (!queued) {
-      fresh = "awith_" + std::to_string(++c.statements_);
+      fresh = c.next_statement_name();
       if (!PQsendPrepare(c.conn_, fresh.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr))
         c.throw_lost("preparing a statement");
       c.queued_.push_back({sql, fresh, false});
@@ -137,7 +165,7 @@ std::size_t Pipeline::send_params(std::string sql, Params params) {
     }
   }
   c.send_prepared_or_params(name, sql, params);
-  c.queued_.push_back({std::move(sql), {}, true});
+  c.queued_.push_back({std::move(sql), {}, true, cached});
   return queued_++;
 }
 
@@ -148,7 +176,7 @@ Task<std::vector<Result>> Pipeline::sync() {
   if (!PQpipelineSync(c.conn_)) c.throw_lost("sending a pipeline sync");
   c.busy_ = true;
   queued_ = 0;
-  return c.read_pipeline(std::move(op));
+  return c.sync_pipeline(std::move(op));
 }
 
 Task<void> Pipeline::aexit(std::exception_ptr error) {

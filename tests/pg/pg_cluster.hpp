@@ -1,4 +1,5 @@
-// The PostgreSQL clusters of the pg tests (scripts/pg_cluster.sh).
+// The PostgreSQL clusters of the pg tests (scripts/pg_cluster.sh), and their PgBouncers
+// (scripts/pgbouncer.sh, PgBouncerTest below).
 //
 // The shared cluster: started once per build tree (CTest fixture test_pg.cluster_start; a test
 // binary run by hand starts it itself, idempotently, and leaves it running for the next run:
@@ -22,10 +23,10 @@
 
 namespace awith::test {
 
-// Runs scripts/pg_cluster.sh with args and returns what it printed on stdout, the DSN for start.
-// Its stderr (pg_ctl's diagnostics, a retried port) goes to the test's log, never into the DSN.
-inline std::string pg_cluster_command(const std::string& args) {
-  const std::string cmd = std::string(AWITH_PG_CLUSTER_SCRIPT) + " " + args;
+// Runs a script with args and returns what it printed on stdout, the DSN for start. Its stderr
+// (pg_ctl's diagnostics, a retried port) goes to the test's log, never into the DSN.
+inline std::string script_command(const std::string& script, const std::string& args) {
+  const std::string cmd = script + " " + args;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed: " + cmd);
   std::string out;
@@ -40,6 +41,8 @@ inline std::string pg_cluster_command(const std::string& args) {
   }
   return out;
 }
+
+inline std::string pg_cluster_command(const std::string& args) { return script_command(AWITH_PG_CLUSTER_SCRIPT, args); }
 
 // Starts the cluster in dir and returns its DSN, checked to be the one line the script prints.
 inline std::string pg_cluster_start(const std::string& dir) {
@@ -61,15 +64,20 @@ inline const std::string& pg_dsn() {
 // while other test processes use the same cluster.
 inline std::string pg_dsn_for(const std::string& app) { return pg_dsn() + " application_name=" + app; }
 
-// A cluster of the test's own, in AWITH_PG_CLUSTER_DIR-<test name>-<hash>: the name is cut short
-// because the server's unix socket path must stay under 108 bytes.
+// base-<test name>-<hash>, the directory of the running test's own server: the name is cut short
+// because a server's unix socket path must stay under 108 bytes.
+inline std::string test_dir(const std::string& base) {
+  const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%08zx", std::hash<std::string>{}(name) & 0xffffffffu);
+  return base + "-" + name.substr(0, 24) + "-" + hash;
+}
+
+// A cluster of the test's own, in AWITH_PG_CLUSTER_DIR-<test name>-<hash>.
 class PgPrivateCluster : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    char hash[17];
-    std::snprintf(hash, sizeof hash, "%08zx", std::hash<std::string>{}(name) & 0xffffffffu);
-    dir_ = std::string(AWITH_PG_CLUSTER_DIR) + "-" + name.substr(0, 24) + "-" + hash;
+    dir_ = test_dir(AWITH_PG_CLUSTER_DIR);
     dsn_ = pg_cluster_start(dir_);
   }
   void TearDown() override {
@@ -78,6 +86,35 @@ class PgPrivateCluster : public ::testing::Test {
 
   const std::string& dsn() const { return dsn_; }
   void restart_server() const { pg_cluster_command("restart " + dir_); }
+
+ private:
+  std::string dir_;
+  std::string dsn_;
+};
+
+// A PgBouncer of the test's own (scripts/pgbouncer.sh: pool_mode = transaction, 2 server
+// connections) in front of the shared cluster, in AWITH_PGBOUNCER_DIR-<test name>-<hash>: which
+// server connection a transaction gets depends on every client of the bouncer, so tests running
+// at the same time must not share one. Stopped in TearDown; a test process killed meanwhile leaves
+// it to the CTest fixture cleanup test_pg.bouncer_stop.
+class PgBouncerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = test_dir(AWITH_PGBOUNCER_DIR);
+    std::string backend = pg_dsn();
+    std::string quoted = "'";
+    for (char ch : backend) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    quoted += "'";
+    dsn_ = script_command(AWITH_PGBOUNCER_SCRIPT, "start " + dir_ + " " + quoted);
+    if (dsn_.rfind("host=", 0) != 0 || dsn_.find('\n') != std::string::npos)
+      throw std::runtime_error("pgbouncer.sh start " + dir_ + " printed no DSN: \"" + dsn_ + "\"");
+  }
+  void TearDown() override {
+    if (!dir_.empty()) script_command(AWITH_PGBOUNCER_SCRIPT, "stop " + dir_);
+  }
+
+  // The bouncer's DSN, through which the test's connections run.
+  const std::string& bouncer_dsn() const { return dsn_; }
 
  private:
   std::string dir_;

@@ -245,3 +245,100 @@ TEST(PgConnection, ASecondTaskUsingTheConnectionMeanwhileGetsAClearError) {
     EXPECT_EQ(co_await conn->fetchval<int>("SELECT 3"), 3);
   }());
 }
+
+namespace {
+Task<std::int64_t> prepared_count(pg::Connection& c) {
+  co_return co_await c.fetchval<std::int64_t>("SELECT count(*) FROM pg_prepared_statements");
+}
+}  // namespace
+
+TEST(PgConnection, StatementCacheSizeBoundsWhatIsPreparedAndZeroPreparesNothing) {
+  run([]() -> Task<void> {
+    pg::ConnectOptions none, two;
+    none.statement_cache_size = 0;
+    two.statement_cache_size = 2;
+    auto unnamed = co_await pg::Connection::connect(test::pg_dsn_for("awith_test_cache"), none);
+    auto small = co_await pg::Connection::connect(test::pg_dsn_for("awith_test_cache"), two);
+    auto full = co_await connect("awith_test_cache");
+    for (int k = 0; k < 4; ++k) {
+      const std::string sql = "SELECT $1::int + " + std::to_string(k);
+      for (int i = 0; i < 2; ++i) {
+        EXPECT_EQ(co_await unnamed->fetchval<int>(sql, i), i + k);
+        EXPECT_EQ(co_await small->fetchval<int>(sql, i), i + k);
+        EXPECT_EQ(co_await full->fetchval<int>(sql, i), i + k);
+      }
+    }
+    co_await unnamed->execute("CREATE TEMP TABLE c (v int)");
+    std::vector<pg::Params> rows;
+    for (int i = 0; i < 100; ++i) rows.push_back(pg::make_params(i));
+    co_await unnamed->execute_many("INSERT INTO c VALUES ($1)", rows);
+    std::vector<pg::Result> results;
+    co_await async_with(unnamed->pipeline(), [&](pg::Pipeline& p) -> Task<void> {
+      p.send("SELECT count(*) FROM c");
+      p.send("SELECT sum(v) FROM c WHERE v < $1", 10);
+      results = co_await p.sync();
+    });
+    AWITH_CO_ASSERT(results.size() == 2u);
+    EXPECT_EQ(results[0][0].get<std::int64_t>(0), 100);
+    EXPECT_EQ(results[1][0].get<std::int64_t>(0), 45);
+    EXPECT_EQ(co_await prepared_count(*unnamed), 0);  // statements, execute_many and pipeline alike
+    EXPECT_EQ(co_await prepared_count(*small), 2);    // the first two; the rest (this count too) unnamed
+    EXPECT_EQ(co_await prepared_count(*full), 5);     // four and the count itself
+    // Each connection names its statements apart from every other client's.
+    auto a = co_await small->fetchval<std::string>("SELECT min(name) FROM pg_prepared_statements");
+    auto b = co_await full->fetchval<std::string>("SELECT min(name) FROM pg_prepared_statements");
+    EXPECT_EQ(a.rfind("awith_", 0), 0u);
+    EXPECT_EQ(a.size(), b.size());
+    EXPECT_NE(a, b);
+  }());
+}
+
+// DEALLOCATE ALL takes a cached statement away as a transaction pooler's next server connection
+// would: outside a transaction it is sent again unnamed, inside one the error is raised.
+TEST(PgConnection, ACachedStatementMissingOnTheServerIsSentAgainOutsideATransactionOnly) {
+  run([]() -> Task<void> {
+    pg::ConnectOptions one;
+    one.statement_cache_size = 1;
+    auto conn = co_await pg::Connection::connect(test::pg_dsn_for("awith_test_missing"), one);
+    const std::string sql = "SELECT $1::int * 2";
+    EXPECT_EQ(co_await conn->fetchval<int>(sql, 1), 2);  // prepared: the cache is full
+    co_await conn->execute("DEALLOCATE ALL");           // unnamed
+    EXPECT_EQ(co_await prepared_count(*conn), 0);
+    EXPECT_EQ(co_await conn->fetchval<int>(sql, 2), 4);  // missing: sent again unnamed
+    EXPECT_EQ(co_await conn->fetchval<int>(sql, 3), 6);  // prepared afresh
+    EXPECT_EQ(co_await prepared_count(*conn), 1);
+    std::string sqlstate;
+    auto status = pg::TransactionStatus::unknown;
+    try {
+      co_await async_with(conn->transaction(), [&](pg::Connection& c) -> Task<void> {
+        co_await c.execute("DEALLOCATE ALL");
+        try {
+          co_await c.fetchval<int>(sql, 4);
+        } catch (const pg::QueryError&) {
+          status = c.transaction_status();
+          throw;
+        }
+      });
+    } catch (const pg::QueryError& e) {
+      sqlstate = e.sqlstate();
+    }
+    EXPECT_EQ(sqlstate, "26000");
+    EXPECT_EQ(status, pg::TransactionStatus::in_error);
+    EXPECT_EQ(co_await conn->fetchval<int>(sql, 5), 10);  // the entry was dropped: prepared afresh
+    EXPECT_EQ(co_await prepared_count(*conn), 1);
+    EXPECT_TRUE(conn->reusable());
+    // A 26000 of the statement's own (EXECUTE of a name that does not exist) keeps it cached:
+    // prepared once for both runs.
+    auto other = co_await connect("awith_test_missing");
+    EXPECT_EQ(co_await prepared_count(*other), 1);
+    for (int i = 0; i < 2; ++i) {
+      try {
+        co_await other->execute("EXECUTE no_such_statement");
+        ADD_FAILURE() << "no error";
+      } catch (const pg::QueryError& e) {
+        EXPECT_EQ(e.sqlstate(), "26000");
+      }
+    }
+    EXPECT_EQ(co_await prepared_count(*other), 2);
+  }());
+}

@@ -1,6 +1,7 @@
 // One PostgreSQL connection driven by the event loop through libpq's non-blocking API: connecting
 // (PQconnectStart/Poll), statements with bound $n parameters (prepared once per connection and
-// cached), transactions that nest as savepoints, and pipelines (libpq pipeline mode).
+// cached, or sent unnamed: ConnectOptions), transactions that nest as savepoints, and pipelines
+// (libpq pipeline mode).
 //
 // Cancellation: an operation interrupted while the server is working leaves the connection
 // "busy". The next operation — or the pool when the connection is returned — sends a cancel
@@ -65,6 +66,15 @@ Params make_params(const A&... args) {
   return p;
 }
 
+// What a connection is opened with besides its DSN.
+struct ConnectOptions {
+  // How many statements are prepared once (named, by SQL text) and cached on the connection, as
+  // asyncpg's statement_cache_size; statements beyond it run unnamed. 0: every statement runs
+  // unnamed, Parse/Bind/Execute in one round trip, which is what a transaction-pooling PgBouncer
+  // without prepared-statement support needs (docs/pg.md).
+  std::size_t statement_cache_size = 1024;
+};
+
 // PQtransactionStatus, named.
 enum class TransactionStatus { idle, active, in_transaction, in_error, unknown };
 
@@ -124,12 +134,16 @@ class Connection {
   // Connects without blocking the loop (host names are resolved on the thread pool). Throws
   // ConnectError, AuthenticationError. libpq ignores connect_timeout in non-blocking mode: bound
   // it with awith::timeout (the pool does, with PoolOptions::connect_timeout).
-  static Task<std::unique_ptr<Connection>> connect(std::string dsn);
+  static Task<std::unique_ptr<Connection>> connect(std::string dsn, ConnectOptions options = {});
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Runs one statement with $1.. parameters; returns its result (rows, command tag).
+  // Runs one statement with $1.. parameters; returns its result (rows, command tag). A cached
+  // statement that the server reports missing (SQLSTATE 26000: behind a transaction-pooling
+  // PgBouncer the statement may run on another server connection than the one that prepared it)
+  // leaves the cache; outside a transaction the statement is then sent again, unnamed, once;
+  // inside one the error has aborted the transaction and is raised.
   template <class... A>
   Task<Result> execute(std::string_view sql, const A&... args) {
     return execute_params(std::string(sql), make_params(args...));
@@ -154,7 +168,9 @@ class Connection {
   }
   template <class T>
   Task<T> fetchval_params(std::string sql, Params params);
-  // The statement once per parameter set, pipelined: one round trip for the whole batch.
+  // The statement once per parameter set, pipelined: one round trip for the whole batch. A missing
+  // cached statement is handled as by execute(): nothing of the batch ran, so outside a
+  // transaction the whole batch is sent again, unnamed.
   Task<void> execute_many(std::string sql, std::vector<Params> rows) {
     return execute_many_impl(Operation(*this), std::move(sql), std::move(rows));
   }
@@ -219,7 +235,8 @@ class Connection {
   friend class Transaction;
   friend class TransactionScope;
   friend class Pipeline;
-  explicit Connection(pg_conn* conn);
+  friend class TransactionScope;
+  Connection(pg_conn* conn, ConnectOptions options);
   // One operation at a time: a second task using the connection meanwhile gets InterfaceError
   // (instead of its statement being mixed into, or cancelling, the first one's). The token is a
   // parameter of the operation's coroutine, so it is released with the frame in every case.
@@ -245,7 +262,8 @@ class Connection {
   // COMMIT of the outermost transaction, cancel-safe as Transaction describes.
   Task<void> commit_outermost() { return commit_impl(Operation(*this)); }
   Task<void> commit_impl(Operation op);
-  static Task<std::unique_ptr<Connection>> connect_with(detail::ConnectParams params, std::vector<std::string> names);
+  static Task<std::unique_ptr<Connection>> connect_with(detail::ConnectParams params, std::vector<std::string> names,
+                                                        ConnectOptions options);
 
   Task<void> ready_for_query();
   Task<void> recover();
@@ -253,8 +271,12 @@ class Connection {
   Task<void> fill();
   void expect_response() noexcept;
   Task<detail::ResultPtr> read_results(const std::string& sql);
-  Task<std::vector<Result>> read_pipeline(Operation op);
+  Task<std::vector<Result>> read_pipeline();
+  Task<std::vector<Result>> sync_pipeline(Operation op);
+  Task<void> pipeline_many(const std::string& sql, const std::vector<Params>& rows, bool use_cache);
   const std::string* prepared_name(const std::string& sql);
+  bool may_prepare() const noexcept { return prepared_.size() < options_.statement_cache_size; }
+  std::string next_statement_name();
   void send_prepared_or_params(const std::string* name, const std::string& sql, const Params& params);
   bool socket_has_data() const noexcept;
   static bool mentions_prepare(std::string_view sql) noexcept;
@@ -262,16 +284,22 @@ class Connection {
 
   pg_conn* conn_;
   FdWatch watch_;
-  std::unordered_map<std::string, std::string> prepared_;
+  ConnectOptions options_;
+  std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
   // Statements queued in pipeline mode, in order: what to expect back for each.
   struct Queued {
     std::string sql;
     std::string prepare_name;  // non-empty: a Prepare whose success adds it to the cache
     bool user = true;          // a user statement (gets a slot in sync()'s result vector)
+    bool cached = false;       // runs a statement that was in the cache when it was queued
   };
   std::vector<Queued> queued_;
   int savepoints_ = 0;
-  std::uint64_t statements_ = 0;  // names of prepared statements: awith_<n>
+  // Names of prepared statements: awith_<random>_<n>. The random part, drawn per connection,
+  // keeps the names of all clients apart: behind a transaction pooler a server connection holds
+  // the statements of many clients, and a shared name would run another client's statement.
+  std::string name_prefix_;
+  std::uint64_t statements_ = 0;
   bool busy_ = false;      // a statement was sent and its results were not all read
   bool pipeline_ = false;  // in libpq pipeline mode
   bool operating_ = false;  // an operation (statement, sync) is running

@@ -50,6 +50,7 @@ struct PoolOptions {
   // SQL-level prepared statements) before the next borrower gets it: one round trip per release.
   // Off: the next borrower may see what the previous one left in the session.
   bool reset_on_release = true;
+  ConnectOptions connection;  // every connection the pool opens gets these (statement_cache_size)
 };
 
 // What the pool holds right now.
@@ -79,7 +80,8 @@ class ConnectionScope {
 };
 
 // engine.begin(): a pooled connection inside BEGIN; COMMIT when the body succeeds, ROLLBACK when it
-// throws or is cancelled.
+// throws or is cancelled. BEGIN and COMMIT go as simple queries: never prepared, so they never
+// occupy the statement cache nor meet a missing prepared statement.
 class TransactionScope : ConnectionScope {
  public:
   using ConnectionScope::ConnectionScope;
