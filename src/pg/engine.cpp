@@ -109,16 +109,7 @@ class Pool {
       conn.reset();
       --open_;
     }
-    std::unique_ptr<Connection> conn;
-    try {
-      conn = co_await async_with(timeout(options_.connect_timeout), [&]() -> Task<std::unique_ptr<Connection>> {
-        co_return co_await Connection::connect(dsn_);
-      });
-    } catch (const awith::TimeoutError&) {
-      throw ConnectError("could not connect within the pool's connect_timeout (" +
-                         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(options_.connect_timeout).count()) +
-                         " ms)");
-    }
+    std::unique_ptr<Connection> conn = co_await Connection::connect(dsn_, options_.connect_timeout);
     ++open_;
     co_return conn;
   }

@@ -34,9 +34,16 @@ namespace awith::pg {
 using Param = std::optional<std::string>;
 using Params = std::vector<Param>;
 
+// The bound of Connection::connect when neither its caller nor the DSN's connect_timeout sets one
+// (PoolOptions::connect_timeout's default too).
+inline constexpr Duration kDefaultConnectTimeout = std::chrono::seconds(30);
+
 namespace detail {
 struct ConnectParams {
-  std::vector<std::string> keys, values;
+  std::vector<std::string> keys, values;  // the DSN's options, host/hostaddr/port when not in `hosts`
+  std::vector<std::string> hosts;         // the host list to resolve (empty: nothing to resolve)
+  std::vector<std::string> ports;         // one port per entry of `hosts`, or empty
+  std::optional<Duration> attempt_timeout;  // the DSN's connect_timeout
 };
 Param text_param(std::string_view s);  // rejects NUL bytes (they cannot travel in text format)
 inline Param to_param(std::nullopt_t) { return std::nullopt; }
@@ -111,10 +118,26 @@ class Pipeline {
 
 class Connection {
  public:
-  // Connects without blocking the loop (host names are resolved on the thread pool). Throws
-  // ConnectError, AuthenticationError. libpq ignores connect_timeout in non-blocking mode: bound
-  // it with awith::timeout (the pool does, with PoolOptions::connect_timeout).
-  static Task<std::unique_ptr<Connection>> connect(std::string dsn);
+  // Connects without blocking the loop. Throws ConnectError, AuthenticationError.
+  //
+  // Host names (in the DSN, or PGHOST when the DSN names none) are resolved with awith::resolve
+  // (dns.hpp, getaddrinfo on the thread pool) into every address, and libpq gets one host entry
+  // per address (the name, for TLS and messages, with the address as hostaddr): it tries them in
+  // turn, as it tries a host list. A name that does not resolve is skipped; when none resolves,
+  // ConnectError names them.
+  //
+  // Bounds (libpq ignores connect_timeout in non-blocking mode, so they are enforced here):
+  // - the DSN's connect_timeout=N bounds each address attempt to N seconds, as in libpq (without
+  //   libpq's 2 s minimum): when it passes, the attempt's socket is shut down and libpq goes on to
+  //   the next address, so a black-holed address costs N seconds, not the kernel's minutes. An
+  //   attempt cut after the TCP handshake (a server that accepts and then stalls) ends the connect:
+  //   libpq tries no other address once connected.
+  // - `timeout` bounds the whole connect (resolution, every attempt, TLS, authentication). Without
+  //   it, and without connect_timeout in the DSN, the whole connect is bounded by
+  //   kDefaultConnectTimeout (30 s); with only connect_timeout, nothing bounds the total but the
+  //   number of addresses. The pool passes PoolOptions::connect_timeout.
+  // Either raises ConnectError naming the bound that passed.
+  static Task<std::unique_ptr<Connection>> connect(std::string dsn, std::optional<Duration> timeout = std::nullopt);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -199,7 +222,8 @@ class Connection {
   Task<void> execute_many_impl(Operation op, std::string sql, std::vector<Params> rows);
   Task<void> run_simple_impl(Operation op, std::string sql);
   Task<void> run_simple(std::string sql) { return run_simple_impl(Operation(*this), std::move(sql)); }
-  static Task<std::unique_ptr<Connection>> connect_with(detail::ConnectParams params, std::vector<std::string> names);
+  static Task<std::unique_ptr<Connection>> connect_bounded(detail::ConnectParams params, std::optional<Duration> bound);
+  static Task<std::unique_ptr<Connection>> connect_with(const detail::ConnectParams& params);
 
   Task<void> ready_for_query();
   Task<void> recover();
