@@ -230,3 +230,62 @@ TEST(StreamHappyEyeballs, CancelMidRaceLeavesNoSocket) {
     EXPECT_EQ(test::open_fd_count(), fds_before);
   }());
 }
+
+// Cancelled at any moment of a race (before the first attempt, while one, two or three attempts
+// are pending, as the winner connects, after it did), open_connection leaves no socket behind.
+TEST(StreamHappyEyeballs, CancellationAtAnyMomentOfTheRaceLeavesNoSocket) {
+  test::BlackHole hole;
+  test::Listener server;
+  run([&]() -> Task<void> {
+    const int fds_before = test::open_fd_count();
+    std::vector<SocketAddress> addresses(2, hole.address());
+    addresses.push_back(server.address());  // tried 40 ms in, connects at once
+    StreamOptions options;
+    options.happy_eyeballs_delay = 20ms;
+    int connected = 0, timed_out = 0;
+    for (auto bound = 0us; bound <= 60ms; bound += 1500us) {
+      try {
+        co_await async_with(timeout(bound), [&]() -> Task<void> {
+          auto pair = co_await open_connection(addresses, options);
+          ++connected;
+          pair.writer.abort();
+        });
+      } catch (const TimeoutError&) {
+        ++timed_out;
+      }
+      EXPECT_EQ(test::open_fd_count(), fds_before) << "cancelled after " << bound.count() << " us";
+    }
+    EXPECT_GT(connected, 0);
+    EXPECT_GT(timed_out, 0);
+  }());
+}
+
+// The same while the name is being resolved on the executor, and just after. A lookup the cancel
+// abandoned goes on on its thread (opening /etc/hosts...): one executor thread, and an empty job
+// queued behind it, make sure it has finished before the fds are counted.
+TEST(StreamDns, CancellingWhileItResolvesLeavesNoSocket) {
+  test::Listener server;
+  LoopOptions loop_options;
+  loop_options.max_workers = 1;
+  run([&]() -> Task<void> {
+    const int fds_before = test::open_fd_count();
+    int connected = 0, timed_out = 0;
+    for (auto bound = 0us; bound <= 3ms; bound += 150us) {
+      try {
+        co_await async_with(timeout(bound), [&]() -> Task<void> {
+          auto pair = co_await open_connection("localhost", server.port());
+          ++connected;
+          pair.writer.abort();
+        });
+      } catch (const TimeoutError&) {
+        ++timed_out;
+      }
+      auto lookups_done = to_thread([] {});
+      co_await lookups_done;
+      EXPECT_EQ(test::open_fd_count(), fds_before) << "cancelled after " << bound.count() << " us";
+    }
+    EXPECT_GT(timed_out, 0);
+    std::printf("resolving localhost and connecting, cancelled at 0-3 ms: %d connected, %d timed out\n", connected,
+                timed_out);
+  }(), loop_options);
+}
