@@ -9,7 +9,10 @@
 namespace awith {
 
 std::exception_ptr make_os_error(int err, const std::string& what) {
-  std::string msg = what + ": " + std::strerror(err);
+  return os_error_with_message(err, what + ": " + std::strerror(err));
+}
+
+std::exception_ptr os_error_with_message(int err, const std::string& msg) {
   switch (err) {
     case ECONNREFUSED:
       return std::make_exception_ptr(ConnectionRefusedError(err, msg));

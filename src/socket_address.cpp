@@ -31,6 +31,26 @@ SocketAddress SocketAddress::peer_of(int fd) noexcept {
   return a;
 }
 
+std::optional<SocketAddress> SocketAddress::from_numeric(const std::string& host, std::uint16_t port) noexcept {
+  sockaddr_in v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4.sin_addr) == 1) {
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(port);
+    return SocketAddress(reinterpret_cast<const sockaddr*>(&v4), sizeof v4);
+  }
+  sockaddr_in6 v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6.sin6_addr) == 1) {
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(port);
+    return SocketAddress(reinterpret_cast<const sockaddr*>(&v6), sizeof v6);
+  }
+  return std::nullopt;
+}
+
+bool operator==(const SocketAddress& a, const SocketAddress& b) noexcept {
+  return a.len_ == b.len_ && std::memcmp(&a.storage_, &b.storage_, a.len_) == 0;
+}
+
 std::string SocketAddress::host() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (len_ == 0) return {};

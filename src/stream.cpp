@@ -1,9 +1,7 @@
 // StreamReader, StreamWriter and connecting (open_connection, open_unix_connection).
 #include "awith/stream.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -14,8 +12,11 @@
 #include <cstring>
 #include <vector>
 
+#include "awith/cancel_scope.hpp"
+#include "awith/dns.hpp"
 #include "awith/io_wait.hpp"
-#include "awith/thread.hpp"
+#include "awith/sync.hpp"
+#include "awith/task_group.hpp"
 #include "awith/timeout.hpp"
 #include "stream_options.hpp"
 
@@ -159,14 +160,13 @@ StreamPair make_stream(int fd, const StreamOptions& options) {
 
 namespace {
 
-struct AddrInfo {
-  int family, socktype, protocol;
-  SocketAddress address;
-};
-
 // Closes the fd unless it was released to a transport.
 struct FdGuard {
-  int fd;
+  int fd = -1;
+  FdGuard() = default;
+  explicit FdGuard(int f) noexcept : fd(f) {}
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
   ~FdGuard() {
     if (fd >= 0) ::close(fd);
   }
@@ -174,70 +174,118 @@ struct FdGuard {
 };
 
 // Connects one socket to `addr`; returns the connected fd or throws the attempt's OSError.
-Task<int> connect_one(const AddrInfo& addr) {
-  FdGuard sock{::socket(addr.family, addr.socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, addr.protocol)};
+Task<int> connect_one(const SocketAddress& addr) {
+  FdGuard sock(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (sock.fd < 0) throw_os_error(errno, "socket");
-  if (::connect(sock.fd, addr.address.data(), addr.address.size()) < 0) {
-    if (errno != EINPROGRESS && errno != EAGAIN) raise_connect_error(errno, addr.address);
+  if (::connect(sock.fd, addr.data(), addr.size()) < 0) {
+    if (errno != EINPROGRESS && errno != EAGAIN) raise_connect_error(errno, addr);
     FdWatch watch(sock.fd);
     co_await watch.wait_writable();
     int err = 0;
     socklen_t len = sizeof err;
     ::getsockopt(sock.fd, SOL_SOCKET, SO_ERROR, &err, &len);
     watch.detach();
-    if (err != 0) raise_connect_error(err, addr.address);
+    if (err != 0) raise_connect_error(err, addr);
   }
   co_return sock.release();
 }
 
-// Tries each address in turn; the first that accepts wins.
-Task<int> connect_first(const std::vector<AddrInfo>& addrs) {
-  std::vector<std::exception_ptr> errors;
-  std::string messages;
-  for (const auto& a : addrs) {
+// What the attempts of one race share.
+struct Race {
+  explicit Race(const std::vector<SocketAddress>& a) : addresses(a), errors(a.size()) {}
+  const std::vector<SocketAddress>& addresses;
+  CancelScope scope;  // the winner cancels it: that ends the other attempts and the staggering
+  FdGuard winner;
+  std::size_t winner_index = 0;
+  std::vector<std::exception_ptr> errors;  // by address; empty for attempts never made or cancelled
+  Event failed;                            // an attempt failed: the next one starts at once
+};
+
+// A cancellation (no std::exception) leaves the attempt; its socket is closed on the way out.
+Task<void> attempt(Race& race, std::size_t i) {
+  try {
+    int fd = co_await connect_one(race.addresses[i]);
+    if (race.winner.fd >= 0) {
+      ::close(fd);  // connected in the same loop iteration as the winner
+    } else {
+      race.winner.fd = fd;
+      race.winner_index = i;
+      race.scope.cancel();
+    }
+  } catch (const std::exception&) {
+    race.errors[i] = std::current_exception();
+    race.failed.set();
+  }
+}
+
+// Every attempt failed: one error as it is, several in one OSError listing each (asyncio lists
+// them too, but as a plain OSError even when they share an errno).
+[[noreturn]] void raise_all_failed(const std::vector<std::exception_ptr>& errors) {
+  std::vector<std::exception_ptr> made;
+  for (const auto& e : errors)
+    if (e) made.push_back(e);
+  if (made.empty()) throw_os_error(EADDRNOTAVAIL, "open_connection(): no address to connect to");
+  if (made.size() == 1) std::rethrow_exception(made.front());
+  std::string message = "Multiple exceptions: ";
+  int shared_errno = -1;
+  for (std::size_t i = 0; i < made.size(); ++i) {
+    // An error other than an OSError (std::bad_alloc) is no connection error: it leaves as it is.
     try {
-      int fd = co_await connect_one(a);
-      if (a.family != AF_UNIX) {
-        int one = 1;
-        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      }
-      co_return fd;
-    } catch (const std::exception& e) {
-      errors.push_back(std::current_exception());
-      messages += (messages.empty() ? "" : ", ") + std::string(e.what());
+      std::rethrow_exception(made[i]);
+    } catch (const OSError& e) {
+      if (i > 0) message += "; ";
+      message += e.what();
+      shared_errno = (shared_errno == -1 || shared_errno == e.errno_value()) ? e.errno_value() : 0;
     }
   }
-  if (errors.empty()) throw_os_error(EADDRNOTAVAIL, std::string("open_connection(): no address to connect to"));
-  // asyncio: one error, or the same error for every address, is raised as is.
-  bool same = true;
-  for (auto& e : errors) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      try {
-        std::rethrow_exception(errors.front());
-      } catch (const std::exception& first) {
-        same = same && std::string(x.what()) == first.what();
+  std::rethrow_exception(os_error_with_message(shared_errno, message));
+}
+
+// Races connection attempts over `addresses` (RFC 8305, section 5): the next one starts when
+// `delay` has passed since the last start or when an attempt fails, whichever comes first; the
+// first connection wins. Returns its fd, and its index in `won`.
+Task<int> connect_race(const std::vector<SocketAddress>& addresses, std::optional<Duration> delay,
+                       std::size_t& won) {
+  Race race(addresses);
+  co_await async_with(race.scope, [&]() -> Task<void> {
+    co_await async_with(TaskGroup(), [&](TaskGroup& group) -> Task<void> {
+      for (std::size_t i = 0; i < addresses.size(); ++i) {
+        race.failed.clear();
+        group.create_task(attempt(race, i));
+        if (i + 1 == addresses.size()) break;
+        if (delay) {
+          co_await async_with(move_on_after(*delay), [&]() -> Task<void> { co_await race.failed.wait(); });
+        } else {
+          co_await race.failed.wait();
+        }
       }
-    }
-  }
-  if (same) std::rethrow_exception(errors.front());
-  messages.insert(0, "Multiple exceptions: ");
-  std::rethrow_exception(std::make_exception_ptr(OSError(0, messages)));
+    });
+  });
+  if (race.winner.fd < 0) raise_all_failed(race.errors);
+  won = race.winner_index;
+  co_return race.winner.release();
 }
 
 // Connects within options.connect_timeout, then makes the stream and, with options.ssl, runs the
 // TLS handshake (checking server_hostname). Arguments by reference: the caller awaits it at once.
-Task<StreamPair> connect_any(const std::vector<AddrInfo>& addrs, const StreamOptions& options,
+Task<StreamPair> connect_any(const std::vector<SocketAddress>& resolved, const StreamOptions& options,
                              std::string server_hostname) {
-  int fd = -1;
+  const std::vector<SocketAddress> addresses = interleave_by_family(resolved, options.interleave);
+  FdGuard sock;
+  std::size_t won = 0;
   if (options.connect_timeout) {
-    co_await async_with(timeout(*options.connect_timeout),
-                        [&]() -> Task<void> { fd = co_await connect_first(addrs); });
+    co_await async_with(timeout(*options.connect_timeout), [&]() -> Task<void> {
+      sock.fd = co_await connect_race(addresses, options.happy_eyeballs_delay, won);
+    });
   } else {
-    fd = co_await connect_first(addrs);
+    sock.fd = co_await connect_race(addresses, options.happy_eyeballs_delay, won);
   }
-  StreamPair pair = make_stream(fd, options);
+  if (addresses[won].family() != AF_UNIX) {
+    int one = 1;
+    ::setsockopt(sock.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (server_hostname.empty()) server_hostname = addresses[won].host();
+  }
+  StreamPair pair = make_stream(sock.release(), options);
   if (options.ssl) {
     SSLContext context = *options.ssl;
     std::string hostname = options.server_hostname.empty() ? std::move(server_hostname) : options.server_hostname;
@@ -251,39 +299,13 @@ Task<StreamPair> connect_any(const std::vector<AddrInfo>& addrs, const StreamOpt
 
 Task<StreamPair> open_connection(std::string host, std::uint16_t port, StreamOptions options) {
   if (const char* bad = detail::invalid_sizes(options)) raise_invalid(bad);  // before resolving and connecting
-  std::vector<AddrInfo> addrs;
-  // A numeric address needs no resolver; names go to getaddrinfo on the default executor, which
-  // blocks (files, DNS) and must not run on the loop.
-  sockaddr_in v4{};
-  sockaddr_in6 v6{};
-  if (::inet_pton(AF_INET, host.c_str(), &v4.sin_addr) == 1) {
-    v4.sin_family = AF_INET;
-    v4.sin_port = htons(port);
-    addrs.push_back({AF_INET, SOCK_STREAM, IPPROTO_TCP, SocketAddress(reinterpret_cast<sockaddr*>(&v4), sizeof v4)});
-  } else if (::inet_pton(AF_INET6, host.c_str(), &v6.sin6_addr) == 1) {
-    v6.sin6_family = AF_INET6;
-    v6.sin6_port = htons(port);
-    addrs.push_back({AF_INET6, SOCK_STREAM, IPPROTO_TCP, SocketAddress(reinterpret_cast<sockaddr*>(&v6), sizeof v6)});
-  } else {
-    // A named awaitable: g++ 12 destroys a capturing lambda temporary of a co_await expression twice.
-    auto resolving = to_thread([host, port] {
-      addrinfo hints{};
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      hints.ai_flags = AI_ADDRCONFIG;
-      addrinfo* res = nullptr;
-      std::string service = std::to_string(port);
-      int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &res);
-      if (rc != 0) throw GaiError(rc, "getaddrinfo(" + host + "): " + ::gai_strerror(rc));
-      std::vector<AddrInfo> out;
-      for (auto* p = res; p; p = p->ai_next)
-        out.push_back({p->ai_family, p->ai_socktype, p->ai_protocol, SocketAddress(p->ai_addr, p->ai_addrlen)});
-      ::freeaddrinfo(res);
-      return out;
-    });
-    addrs = co_await resolving;
-  }
-  co_return co_await connect_any(addrs, options, std::move(host));
+  std::vector<SocketAddress> addresses = co_await resolve(host, port);
+  co_return co_await connect_any(addresses, options, std::move(host));
+}
+
+Task<StreamPair> open_connection(std::vector<SocketAddress> addresses, StreamOptions options) {
+  if (const char* bad = detail::invalid_sizes(options)) raise_invalid(bad);
+  co_return co_await connect_any(addresses, options, std::string());
 }
 
 Task<StreamPair> open_unix_connection(std::string path, StreamOptions options) {
@@ -293,8 +315,9 @@ Task<StreamPair> open_unix_connection(std::string path, StreamOptions options) {
   un.sun_family = AF_UNIX;
   std::memcpy(un.sun_path, path.data(), path.size());
   auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
-  std::vector<AddrInfo> addrs{{AF_UNIX, SOCK_STREAM, 0, SocketAddress(reinterpret_cast<sockaddr*>(&un), len)}};
-  co_return co_await connect_any(addrs, options, std::string());
+  std::vector<SocketAddress> addresses;
+  addresses.emplace_back(reinterpret_cast<sockaddr*>(&un), len);
+  co_return co_await connect_any(addresses, options, std::string());
 }
 
 }  // namespace awith

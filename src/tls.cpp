@@ -91,7 +91,7 @@ struct PeerCertificate {
 // --- errors ------------------------------------------------------------------------------------
 
 SSLError::SSLError(const std::string& what, std::string library, std::string reason)
-    : OSError(EPROTO, what), message_(what), library_(std::move(library)), reason_(std::move(reason)) {}
+    : OSError(EPROTO, what), library_(std::move(library)), reason_(std::move(reason)) {}
 
 SSLCertVerificationError::SSLCertVerificationError(const std::string& what, long verify_code,
                                                    std::string verify_message)

@@ -4,6 +4,7 @@
 #include "awith/awaitable.hpp"
 #include "awith/cancel_scope.hpp"
 #include "awith/context.hpp"
+#include "awith/dns.hpp"
 #include "awith/errors.hpp"
 #include "awith/exception_group.hpp"
 #include "awith/exit_stack.hpp"

@@ -10,11 +10,18 @@
 
 namespace awith {
 
-// Any failed system call of the io layer (Python's OSError). code().value() is the errno.
+// Any failed system call of the io layer (Python's OSError). code().value() is the errno; what()
+// is the message as given (std::system_error would append the errno's text, which the message
+// already carries, or "Success" for an errno of 0).
 class OSError : public std::system_error {
  public:
-  OSError(int err, const std::string& what) : std::system_error(err, std::generic_category(), what) {}
+  OSError(int err, const std::string& what)
+      : std::system_error(err, std::generic_category(), what), message_(what) {}
   int errno_value() const noexcept { return code().value(); }
+  const char* what() const noexcept override { return message_.what(); }
+
+ private:
+  std::runtime_error message_;  // copies share the text and never throw, as an exception's must
 };
 class ConnectionError : public OSError {
  public:
@@ -51,5 +58,7 @@ class GaiError : public OSError {
 [[noreturn]] void throw_os_error(int err, const std::string& what);
 // The same as an exception_ptr (to store a connection's fatal error).
 std::exception_ptr make_os_error(int err, const std::string& what);
+// The OSError subclass for `err` with `message` as it is (nothing appended).
+std::exception_ptr os_error_with_message(int err, const std::string& message);
 
 }  // namespace awith

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace awith {
@@ -15,6 +16,9 @@ class SocketAddress {
   // The local / remote address of a socket (getsockname / getpeername); empty on failure.
   static SocketAddress local_of(int fd) noexcept;
   static SocketAddress peer_of(int fd) noexcept;
+  // A numeric IPv4 or IPv6 address ("127.0.0.1", "::1") with `port`; nullopt for anything else
+  // (a name, an address with a zone index such as "fe80::1%eth0": those take the resolver).
+  static std::optional<SocketAddress> from_numeric(const std::string& host, std::uint16_t port) noexcept;
 
   int family() const noexcept { return storage_.ss_family; }
   bool empty() const noexcept { return len_ == 0; }
@@ -25,6 +29,7 @@ class SocketAddress {
   std::string to_string() const;
   const sockaddr* data() const noexcept { return reinterpret_cast<const sockaddr*>(&storage_); }
   socklen_t size() const noexcept { return len_; }
+  friend bool operator==(const SocketAddress& a, const SocketAddress& b) noexcept;
 
  private:
   sockaddr_storage storage_{};

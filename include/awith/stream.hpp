@@ -32,6 +32,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "awith/io_errors.hpp"
 #include "awith/loop.hpp"
@@ -91,9 +92,18 @@ struct StreamOptions {
   std::string server_hostname;
   Duration ssl_handshake_timeout = std::chrono::seconds(60);
   Duration ssl_shutdown_timeout = std::chrono::seconds(30);
-  // Bound on connecting, every resolved address tried in turn within it (TimeoutError); name
-  // resolution and the TLS handshake are not included. nullopt: no bound but the kernel's.
+  // Bound on connecting: every attempt at every address within it (TimeoutError); name resolution
+  // and the TLS handshake are not included. nullopt: no bound but the kernel's.
   std::optional<Duration> connect_timeout;
+  // Happy Eyeballs (RFC 8305): while an attempt is pending, the next address is tried after this
+  // delay (or at once when an attempt fails); the first connection wins and the other attempts are
+  // cancelled (asyncio's happy_eyeballs_delay; 250 ms is RFC 8305's recommendation). nullopt: one
+  // address at a time, each attempt waited out before the next.
+  std::optional<Duration> happy_eyeballs_delay = std::chrono::milliseconds(250);
+  // The addresses are reordered by family before connecting: this many of the first family, then
+  // one of each family in turn (asyncio's interleave; 0 keeps the resolver's order). See
+  // interleave_by_family in dns.hpp.
+  std::size_t interleave = 1;
 };
 
 namespace detail {
@@ -343,10 +353,18 @@ struct StreamPair {
 // Wraps a connected socket (adopted; made non-blocking) into a reader/writer pair.
 StreamPair make_stream(int fd, const StreamOptions& options = {});
 
-// Resolves host (getaddrinfo on the default executor unless host is a numeric address), then
-// connects to each address in turn until one accepts; raises the connection error (all attempts
-// with the same error) or an OSError listing them. TCP_NODELAY is set, as asyncio does.
+// Resolves host with awith::resolve (dns.hpp: getaddrinfo on the default executor unless host is
+// a numeric address), then races connection attempts over the addresses as `happy_eyeballs_delay`
+// and `interleave` say, within `connect_timeout`. The first to connect wins; every other attempt
+// is cancelled and its socket closed. When every attempt fails, the error of a single attempt is
+// raised as it is, and the errors of several as one OSError whose message lists each attempt's
+// error, of the subclass of their errno when they share one (ConnectionRefusedError when every
+// address refused), else with errno 0. Cancelling leaves no socket open. TCP_NODELAY is set, as
+// asyncio does. With `ssl`, the handshake checks server_hostname, or else host.
 Task<StreamPair> open_connection(std::string host, std::uint16_t port, StreamOptions options = {});
+// The same over addresses resolved already (in the order resolve() would give them; `interleave`
+// still applies). With `ssl`, server_hostname names the server, or else the address connected to.
+Task<StreamPair> open_connection(std::vector<SocketAddress> addresses, StreamOptions options = {});
 // The same over a Unix-domain stream socket at `path`.
 Task<StreamPair> open_unix_connection(std::string path, StreamOptions options = {});
 

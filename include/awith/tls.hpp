@@ -31,12 +31,10 @@ namespace awith {
 class SSLError : public OSError {
  public:
   SSLError(const std::string& what, std::string library = {}, std::string reason = {});
-  const char* what() const noexcept override { return message_.c_str(); }
   const std::string& library() const noexcept { return library_; }
   const std::string& reason() const noexcept { return reason_; }
 
  private:
-  std::string message_;
   std::string library_;
   std::string reason_;
 };

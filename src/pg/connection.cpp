@@ -377,16 +377,14 @@ Task<bool> Connection::reset_session(Duration bound) {
   if (prepare_seen_)
     sql += "; DO $$DECLARE s record; BEGIN FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP "
            "EXECUTE format('DEALLOCATE %I', s.name); END LOOP; END$$";
-  awith::detail::CleanupScope cleanup;
-  auto scope = CancelScope::after(bound);
+  // Shielded: the reset follows a block that has completed (perhaps a COMMIT), which a cancellation
+  // arriving now must not turn into an error; the bound keeps it short.
+  auto scope = CancelScope::shielded(bound);
   bool failed = false;
   try {
     co_await async_with(scope, [&]() -> Task<void> { co_await run_simple(sql); });
   } catch (const std::exception&) {
     failed = true;
-  } catch (...) {
-    close();  // a new cancellation interrupted the reset: the session's state is unknown
-    throw;
   }
   if (failed || scope.cancelled_caught() || !reusable()) close();
   session_touched_ = false;

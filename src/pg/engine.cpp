@@ -123,20 +123,10 @@ class Pool {
       conn.reset();
       --open_;
     }
-    std::unique_ptr<Connection> conn;
-    try {
-      if (caller_deadline_within(options_.connect_timeout)) {
-        conn = co_await Connection::connect(dsn_, options_.connection);  // the caller's scope ends the wait
-      } else {
-        conn = co_await async_with(timeout(options_.connect_timeout), [&]() -> Task<std::unique_ptr<Connection>> {
-          co_return co_await Connection::connect(dsn_, options_.connection);
-        });
-      }
-    } catch (const awith::TimeoutError&) {
-      throw ConnectError("could not connect within the pool's connect_timeout (" +
-                         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(options_.connect_timeout).count()) +
-                         " ms)");
-    }
+    ConnectOptions connect_options = options_.connection;
+    // The caller's nearer deadline ends the connect with the caller's own error.
+    if (!caller_deadline_within(options_.connect_timeout)) connect_options.timeout = options_.connect_timeout;
+    std::unique_ptr<Connection> conn = co_await Connection::connect(dsn_, connect_options);
     ++open_;
     co_return conn;
   }

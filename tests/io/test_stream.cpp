@@ -1,9 +1,6 @@
 // Streams: the asyncio scenarios st_03 and st_06 as traces, the reader's limits and errors, and
 // the client against real peers (a Python asyncio server).
 #include <gtest/gtest.h>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <functional>
@@ -13,6 +10,7 @@
 #include "awith/server.hpp"
 #include "awith/stream.hpp"
 #include "io/io_support.hpp"
+#include "support/sockets.hpp"
 #include "support/trace.hpp"
 
 using namespace awith;
@@ -305,52 +303,23 @@ TEST(Stream, ResolvesLocalhostOnTheExecutorAndTriesEachAddress) {
   }());
 }
 
-namespace {
-int open_fd_count() {
-  int n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  while (::readdir(d)) ++n;
-  ::closedir(d);
-  return n;
-}
-}  // namespace
-
-// connect_timeout bounds connecting. A listener whose accept queue is full (backlog 0, never
-// accepting) makes Linux drop further SYNs, even on loopback: a connect there hangs in SYN-SENT,
-// a deterministic local stand-in for a blackholed address. The attempt's socket is not leaked.
+// connect_timeout bounds connecting. A connect to a black hole (tests/support/sockets.hpp) hangs
+// in SYN-SENT; the attempt's socket is not leaked.
 TEST(Stream, ConnectTimeoutBoundsAHangingConnect) {
-  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener, 0), 0);
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  // Fill the accept queue until a connect no longer completes (bounded: 8 attempts).
-  std::vector<int> fillers;
-  bool hanging = false;
-  for (int i = 0; i < 8 && !hanging; ++i) {
-    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    fillers.push_back(c);
-    ::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    pollfd p{c, POLLOUT, 0};
-    hanging = ::poll(&p, 1, 200) == 0;
-  }
-  ASSERT_TRUE(hanging) << "the kernel accepted every connection: cannot make a hanging connect";
+  test::BlackHole hole;
   run([&]() -> Task<void> {
-    int fds_before = open_fd_count();
+    int fds_before = test::open_fd_count();
     StreamOptions options;
     options.connect_timeout = 300ms;
     auto start = EventLoop::running().time();
-    EXPECT_THROW(co_await open_connection("127.0.0.1", ntohs(addr.sin_port), options), TimeoutError);
+    EXPECT_THROW(co_await open_connection("127.0.0.1", hole.port(), options), TimeoutError);
     auto elapsed = EventLoop::running().time() - start;
     EXPECT_GE(elapsed, 300ms);
     EXPECT_LT(elapsed, 900ms);  // well before the first SYN retransmission (1 s)
-    EXPECT_EQ(open_fd_count(), fds_before);
+    EXPECT_EQ(test::open_fd_count(), fds_before);
     // Without the option the same connect would still be pending after the same time.
     options.connect_timeout = std::nullopt;
-    auto pending = create_task(open_connection("127.0.0.1", ntohs(addr.sin_port), options));
+    auto pending = create_task(open_connection("127.0.0.1", hole.port(), options));
     co_await sleep(400ms);
     EXPECT_FALSE(pending.done());
     pending.cancel();
@@ -359,8 +328,6 @@ TEST(Stream, ConnectTimeoutBoundsAHangingConnect) {
     } catch (const CancelledError&) {
     }
   }());
-  for (int c : fillers) ::close(c);
-  ::close(listener);
 }
 
 TEST(Stream, UnixDomainConnection) {

@@ -3,11 +3,14 @@
 // connection usable.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "awith/awith.hpp"
 #include "awith/context.hpp"
 #include "awith/pg/connection.hpp"
 #include "awith/timeout.hpp"
 #include "pg/pg_cluster.hpp"
+#include "support/sockets.hpp"
 
 using namespace awith;
 using namespace std::chrono_literals;
@@ -142,6 +145,92 @@ TEST(PgConnection, ConnectionRefusedAndAuthenticationFailureAreDistinct) {
     EXPECT_THROW(co_await pg::Connection::connect("port=notaport==="), pg::ConnectError);
     // A host name is resolved off the loop and works like the address.
     auto conn = co_await pg::Connection::connect(test::pg_dsn() + " host=localhost");
+    EXPECT_EQ(co_await conn->fetchval<int>("SELECT 1"), 1);
+  }());
+}
+
+namespace {
+// A value of the test cluster's DSN ("port" -> "5433").
+std::string dsn_value(const std::string& key) {
+  const std::string& dsn = test::pg_dsn();
+  auto at = dsn.find(key + "=");
+  if (at == std::string::npos) return {};
+  at += key.size() + 1;
+  return dsn.substr(at, dsn.find(' ', at) - at);
+}
+
+long long ms(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+}  // namespace
+
+// libpq ignores connect_timeout in non-blocking mode; Connection::connect enforces it per address
+// attempt, and its `timeout` argument bounds the whole connect. Both raise ConnectError naming
+// the bound. A black hole (tests/support/sockets.hpp) never answers the SYN.
+TEST(PgConnection, ConnectTimeoutBoundsAnAttemptAtABlackHole) {
+  test::BlackHole hole;
+  run([&]() -> Task<void> {
+    const std::string target = "host=127.0.0.1 port=" + std::to_string(hole.port()) + " user=postgres";
+    const std::string with_timeout = target + " connect_timeout=1";
+    auto start = EventLoop::running().time();
+    try {
+      co_await pg::Connection::connect(with_timeout);
+      ADD_FAILURE() << "connected to a black hole";
+    } catch (const pg::ConnectError& e) {
+      EXPECT_TRUE(contains(e.what(), "connect_timeout=1 s")) << e.what();
+      EXPECT_TRUE(contains(e.what(), std::to_string(hole.port()))) << e.what();
+    }
+    auto elapsed = EventLoop::running().time() - start;
+    std::printf("connect_timeout=1 at a black hole: ConnectError after %lld ms\n", ms(elapsed));
+    EXPECT_GE(elapsed, 900ms);
+    EXPECT_LT(elapsed, 2s);
+    start = EventLoop::running().time();
+    pg::ConnectOptions bounded;
+    bounded.timeout = 300ms;
+    try {
+      co_await pg::Connection::connect(target, bounded);
+      ADD_FAILURE() << "connected to a black hole";
+    } catch (const pg::ConnectError& e) {
+      EXPECT_TRUE(contains(e.what(), "300 ms")) << e.what();
+    }
+    elapsed = EventLoop::running().time() - start;
+    EXPECT_GE(elapsed, 300ms);
+    EXPECT_LT(elapsed, 1s);
+  }());
+}
+
+// A host name becomes one libpq entry per address (here a name given twice, once per port): the
+// attempt at the black hole is cut at connect_timeout and libpq goes on to the next entry.
+TEST(PgConnection, HostNamesBecomeAnEntryPerAddressAndABlackHoledOneIsPassed) {
+  test::BlackHole hole;
+  run([&]() -> Task<void> {
+    const std::string dsn = test::pg_dsn() + " host=localhost,localhost port=" + std::to_string(hole.port()) + "," +
+                            dsn_value("port") + " connect_timeout=1";
+    auto start = EventLoop::running().time();
+    auto conn = co_await pg::Connection::connect(dsn);
+    auto elapsed = EventLoop::running().time() - start;
+    std::printf("black-holed first entry, connect_timeout=1: connected through the second after %lld ms\n",
+                ms(elapsed));
+    EXPECT_GE(elapsed, 900ms);
+    EXPECT_LT(elapsed, 3s);
+    EXPECT_EQ(co_await conn->fetchval<std::string>("SELECT host(inet_server_addr())"), "127.0.0.1");
+    // "localhost" on its own: every address it resolves to is tried (::1 first on many hosts,
+    // where this cluster does not listen).
+    auto plain = co_await pg::Connection::connect(test::pg_dsn() + " host=localhost");
+    EXPECT_EQ(co_await plain->fetchval<int>("SELECT 1"), 1);
+  }());
+}
+
+TEST(PgConnection, UnresolvableHostNameIsNamedInTheConnectError) {
+  run([&]() -> Task<void> {
+    try {
+      co_await pg::Connection::connect("host=no-such-host.invalid port=5432 user=postgres");
+      ADD_FAILURE() << "connected";
+    } catch (const pg::ConnectError& e) {
+      EXPECT_TRUE(contains(e.what(), "could not translate host name \"no-such-host.invalid\"")) << e.what();
+    }
+    // In a host list a name that does not resolve is skipped, as libpq skips it.
+    auto conn = co_await pg::Connection::connect(test::pg_dsn() + " host=no-such-host.invalid,127.0.0.1");
     EXPECT_EQ(co_await conn->fetchval<int>("SELECT 1"), 1);
   }());
 }

@@ -35,9 +35,16 @@ namespace awith::pg {
 using Param = std::optional<std::string>;
 using Params = std::vector<Param>;
 
+// The bound of Connection::connect when neither its caller nor the DSN's connect_timeout sets one
+// (PoolOptions::connect_timeout's default too).
+inline constexpr Duration kDefaultConnectTimeout = std::chrono::seconds(30);
+
 namespace detail {
 struct ConnectParams {
-  std::vector<std::string> keys, values;
+  std::vector<std::string> keys, values;  // the DSN's options, host/hostaddr/port when not in `hosts`
+  std::vector<std::string> hosts;         // the host list to resolve (empty: nothing to resolve)
+  std::vector<std::string> ports;         // one port per entry of `hosts`, or empty
+  std::optional<Duration> attempt_timeout;  // the DSN's connect_timeout
 };
 Param text_param(std::string_view s);  // rejects NUL bytes (they cannot travel in text format)
 inline Param to_param(std::nullopt_t) { return std::nullopt; }
@@ -73,6 +80,8 @@ struct ConnectOptions {
   // unnamed, Parse/Bind/Execute in one round trip, which is what a transaction-pooling PgBouncer
   // without prepared-statement support needs (docs/pg.md).
   std::size_t statement_cache_size = 1024;
+  // Bound of the whole connect (Connection::connect); nullopt: see connect() for the default.
+  std::optional<Duration> timeout;
 };
 
 // PQtransactionStatus, named.
@@ -131,9 +140,25 @@ class Pipeline {
 
 class Connection {
  public:
-  // Connects without blocking the loop (host names are resolved on the thread pool). Throws
-  // ConnectError, AuthenticationError. libpq ignores connect_timeout in non-blocking mode: bound
-  // it with awith::timeout (the pool does, with PoolOptions::connect_timeout).
+  // Connects without blocking the loop. Throws ConnectError, AuthenticationError.
+  //
+  // Host names (in the DSN, or PGHOST when the DSN names none) are resolved with awith::resolve
+  // (dns.hpp, getaddrinfo on the thread pool) into every address, and libpq gets one host entry
+  // per address (the name, for TLS and messages, with the address as hostaddr): it tries them in
+  // turn, as it tries a host list. A name that does not resolve is skipped; when none resolves,
+  // ConnectError names them.
+  //
+  // Bounds (libpq ignores connect_timeout in non-blocking mode, so they are enforced here):
+  // - the DSN's connect_timeout=N bounds each address attempt to N seconds, as in libpq (without
+  //   libpq's 2 s minimum): when it passes, the attempt's socket is shut down and libpq goes on to
+  //   the next address, so a black-holed address costs N seconds, not the kernel's minutes. An
+  //   attempt cut after the TCP handshake (a server that accepts and then stalls) ends the connect:
+  //   libpq tries no other address once connected.
+  // - ConnectOptions::timeout bounds the whole connect (resolution, every attempt, TLS, authentication). Without
+  //   it, and without connect_timeout in the DSN, the whole connect is bounded by
+  //   kDefaultConnectTimeout (30 s); with only connect_timeout, nothing bounds the total but the
+  //   number of addresses. The pool passes PoolOptions::connect_timeout.
+  // Either raises ConnectError naming the bound that passed.
   static Task<std::unique_ptr<Connection>> connect(std::string dsn, ConnectOptions options = {});
   ~Connection();
   Connection(const Connection&) = delete;
@@ -205,8 +230,8 @@ class Connection {
   // tables, sequence state, and SQL-level prepared statements — awith's own statement cache stays
   // (DISCARD ALL would drop it and cost a Parse per statement afterwards). SQL-level prepared
   // statements are looked for only when a statement since the last reset mentioned PREPARE (one run
-  // inside a function is not seen). Runs as cleanup bounded by `bound`; a failure closes the
-  // connection. Returns reusable().
+  // inside a function is not seen). Runs shielded from cancellation, bounded by `bound`; a failure
+  // closes the connection. Returns reusable().
   Task<bool> reset_session(Duration bound);
 
   // Deadlines to the server (on by default): a transaction begun under a deadline
@@ -262,8 +287,8 @@ class Connection {
   // COMMIT of the outermost transaction, cancel-safe as Transaction describes.
   Task<void> commit_outermost() { return commit_impl(Operation(*this)); }
   Task<void> commit_impl(Operation op);
-  static Task<std::unique_ptr<Connection>> connect_with(detail::ConnectParams params, std::vector<std::string> names,
-                                                        ConnectOptions options);
+  static Task<std::unique_ptr<Connection>> connect_bounded(detail::ConnectParams params, ConnectOptions options);
+  static Task<std::unique_ptr<Connection>> connect_with(const detail::ConnectParams& params, ConnectOptions options);
 
   Task<void> ready_for_query();
   Task<void> recover();

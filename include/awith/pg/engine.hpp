@@ -30,9 +30,9 @@ struct PoolOptions {
   std::size_t size = 10;         // connections kept open
   std::size_t max_overflow = 0;  // extra connections opened under load, closed when returned
   Duration acquire_timeout = std::chrono::seconds(30);  // then PoolTimeoutError
-  // Bound of opening one connection (libpq ignores connect_timeout in non-blocking mode); then
-  // ConnectError.
-  Duration connect_timeout = std::chrono::seconds(30);
+  // Bound of opening one connection (ConnectOptions::timeout; the DSN's connect_timeout
+  // bounds each address within it); then ConnectError.
+  Duration connect_timeout = kDefaultConnectTimeout;
   Duration max_lifetime{};  // 0: unlimited; older connections are closed instead of reused
   Duration max_idle{};      // 0: unlimited; connections idle longer are closed instead of reused
   bool pre_ping = false;    // a round trip before handing out a pooled connection
