@@ -252,15 +252,25 @@ TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
     co_await admin->execute(
         "CREATE CONSTRAINT TRIGGER sweep_slow_commit AFTER UPDATE ON sweep "
         "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sweep_slow()");
-    pg::PoolOptions opts;
-    opts.size = 3;
-    auto engine = pg::create_engine(test::pg_dsn_for(app), opts);
+    // Two pools, so the cancellations reach every await point of both ways to a connection: one
+    // reuses connections after a pre-ping, the other opens one per scope (idle ones expire at once).
+    // Both reset the session on release.
+    pg::PoolOptions pinging_options;
+    pinging_options.size = 3;
+    pinging_options.pre_ping = true;
+    pg::PoolOptions fresh_options;
+    fresh_options.size = 3;
+    fresh_options.max_idle = 1us;
+    const std::string pinging_app = app + "_ping", fresh_app = app + "_fresh";
+    auto pinging = pg::create_engine(test::pg_dsn_for(pinging_app), pinging_options);
+    auto fresh = pg::create_engine(test::pg_dsn_for(fresh_app), fresh_options);
+    pg::Engine* engine_in_use = &pinging;
     // Whether async_with(begin()) returned: COMMIT succeeded. (A task cancelled while its COMMIT
     // runs as cleanup still ends cancelled, as in asyncio, though the COMMIT went through.)
     bool returned = false;
     bool body_done = false;  // the scope was committing: an interrupted COMMIT may or may not land
     auto transaction = [&]() -> Task<void> {
-      co_await async_with(engine.begin(), [&](pg::Connection& c) -> Task<void> {
+      co_await async_with(engine_in_use->begin(), [&](pg::Connection& c) -> Task<void> {
         co_await c.execute("SELECT v FROM sweep WHERE id = 1 FOR UPDATE");
         co_await c.execute("SELECT pg_sleep(0.02)");
         co_await c.execute("UPDATE sweep SET v = v + 1 WHERE id = 1");
@@ -274,6 +284,7 @@ TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
     for (int mode = 0; mode < 4; ++mode) {
       for (int delay_ms = 0; delay_ms <= 200; delay_ms += 4) {
         auto delay = std::chrono::milliseconds(delay_ms);
+        engine_in_use = delay_ms % 8 == 0 ? &pinging : &fresh;
         bool ok = false;
         returned = body_done = false;
         if (mode == 2) {
@@ -302,7 +313,8 @@ TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
           }
         }
         ok ? ++completed : ++cancelled;
-        co_await expect_clean(*admin, app);
+        co_await expect_clean(*admin, pinging_app);
+        co_await expect_clean(*admin, fresh_app);
         auto v = co_await admin->fetchval<std::int64_t>("SELECT v FROM sweep WHERE id = 1");
         // A second cancel may interrupt COMMIT itself; then only the server knows whether it landed.
         if (returned) ++committed;
@@ -311,16 +323,31 @@ TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
           committed = v;
         }
         EXPECT_EQ(v, committed) << "mode " << mode << " delay " << delay_ms << "ms";
-        auto st = engine.status();
-        EXPECT_EQ(st.checked_out, 0u);
-        EXPECT_LE(st.open, 3u);
+        // The pool's count is the server's: every connection it counts open is a backend, and no
+        // backend lives on uncounted (closed connections' backends take a moment to exit).
+        for (int which = 0; which < 2; ++which) {
+          pg::Engine* e = which == 0 ? &pinging : &fresh;
+          const std::string* name = which == 0 ? &pinging_app : &fresh_app;
+          auto st = e->status();
+          EXPECT_EQ(st.checked_out, 0u);
+          EXPECT_LE(st.open, 3u);
+          std::int64_t backends = -1;
+          for (int i = 0; i < 100; ++i) {
+            backends = co_await admin->fetchval<std::int64_t>(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", *name);
+            if (backends == static_cast<std::int64_t>(st.open)) break;
+            co_await sleep(20ms);
+          }
+          EXPECT_EQ(backends, static_cast<std::int64_t>(st.open)) << *name << " mode " << mode << " delay " << delay_ms << "ms";
+        }
       }
     }
     EXPECT_GT(cancelled, 10);
     EXPECT_GT(completed, 10);
     // The pool still works after all that.
     co_await transaction();
-    co_await engine.dispose();
+    co_await pinging.dispose();
+    co_await fresh.dispose();
     co_await admin->execute("DROP TABLE sweep");
   }());
 }
@@ -414,4 +441,43 @@ TEST(PgEngine, AServerThatNeverAnswersHitsTheConnectTimeout) {
     });
   }());
   ::close(fd);
+}
+
+// A cancel request for an interrupted statement never reaches the next borrower's statements: the
+// pool hands a connection on only after the request was delivered and the connection drained.
+// Cancellations land all around the statement's end (0-6 ms into a 3 ms statement), where a request
+// sent for a statement that has just finished would otherwise hit the next one.
+TEST(PgEngine, ACancelRequestNeverHitsTheNextBorrower) {
+  run([]() -> Task<void> {
+    pg::PoolOptions options;
+    options.size = 1;
+    options.deadline_to_server = false;  // the client's own cancel requests are what is tested
+    co_await async_with(pg::create_engine(test::pg_dsn_for("awith_test_cancel_next"), options), [&](pg::Engine& e) -> Task<void> {
+      int interrupted = 0, hit = 0;
+      for (int round = 0; round < 150; ++round) {
+        auto delay = std::chrono::microseconds(round * 40 % 6000);
+        try {
+          co_await async_with(timeout(delay), [&]() -> Task<void> {
+            co_await async_with(e.connect(), [](pg::Connection& c) -> Task<void> {
+              co_await c.execute("SELECT pg_sleep(0.003)");
+            });
+          });
+        } catch (const TimeoutError&) {
+          ++interrupted;
+        }
+        co_await async_with(e.connect(), [&](pg::Connection& c) -> Task<void> {
+          for (int i = 0; i < 3; ++i) {
+            try {
+              co_await c.execute("SELECT pg_sleep(0.001)");
+            } catch (const pg::QueryCanceledError&) {
+              ++hit;
+            }
+          }
+        });
+      }
+      EXPECT_GT(interrupted, 20);
+      EXPECT_EQ(hit, 0);
+      EXPECT_EQ(e.status().checked_out, 0u);
+    });
+  }());
 }
