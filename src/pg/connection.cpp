@@ -48,7 +48,10 @@ Connection::Connection(pg_conn* conn, ConnectOptions options) : conn_(conn), opt
   name_prefix_ = prefix;
 }
 
-Connection::~Connection() { close(); }
+Connection::~Connection() {
+  if (lent_) lent_->connections.erase(this);
+  close();
+}
 
 void Connection::close() noexcept {
   watch_.detach();

@@ -42,6 +42,8 @@ class Pool {
       if (closed_) throw InterfaceError("the engine is disposed");
       conn = co_await take_idle_or_connect();
       conn->set_commit_timeout(options_.commit_timeout);
+      lent_->connections.insert(conn.get());
+      conn->lent_ = lent_;
       conn->set_deadline_to_server(options_.deadline_to_server);
     } catch (...) {
       give_permit_back();
@@ -52,6 +54,10 @@ class Pool {
 
   // Returns a connection that went through reset(): reused if it is clean and young enough.
   void release(std::unique_ptr<Connection> conn) noexcept {
+    if (conn) {
+      lent_->connections.erase(conn.get());
+      conn->lent_.reset();
+    }
     auto now = EventLoop::running().time();
     if (conn && !closed_ && conn->reusable() && !expired(*conn, now) && open_ <= options_.size) {
       conn->touch(now);
@@ -80,7 +86,19 @@ class Pool {
     closed_ = true;
     open_ -= idle_.size();
     idle_.clear();
-    if (checked_out_ > 0) co_await drained_.wait();
+    if (checked_out_ == 0) co_return;
+    bool drained = false;
+    co_await async_with(CancelScope::after(options_.dispose_timeout), [&]() -> Task<void> {
+      co_await drained_.wait();
+      drained = true;
+    });
+    if (drained) co_return;
+    // Closing never waits on the peer: libpq's Terminate message goes out on a non-blocking socket.
+    const std::size_t still_out = checked_out_;
+    for (Connection* c : lent_->connections) c->close();
+    throw DisposeTimeoutError("dispose(): " + std::to_string(still_out) + " connection(s) still checked out after " +
+                              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(options_.dispose_timeout).count()) +
+                              " ms were closed");
   }
 
   PoolStatus status() const noexcept { return {open_, idle_.size(), checked_out_}; }
@@ -142,6 +160,7 @@ class Pool {
   Semaphore permits_;
   std::vector<std::unique_ptr<Connection>> idle_;
   Event drained_;
+  std::shared_ptr<LentConnections> lent_ = std::make_shared<LentConnections>();
   std::size_t open_ = 0;
   std::size_t checked_out_ = 0;
   bool closed_ = false;

@@ -481,3 +481,46 @@ TEST(PgEngine, ACancelRequestNeverHitsTheNextBorrower) {
     });
   }());
 }
+
+// dispose() waits for a connection that is never given back only within dispose_timeout, then
+// closes it and says so; its holder's next statement fails with a typed error.
+TEST(PgEngine, DisposeWaitsForCheckedOutConnectionsOnlyWithinItsBound) {
+  run([]() -> Task<void> {
+    pg::PoolOptions options;
+    options.dispose_timeout = 200ms;
+    auto engine = pg::create_engine(test::pg_dsn_for("awith_test_dispose_bound"), options);
+    Event holding, disposed;
+    bool lost = false;
+    auto holder = create_task([&]() -> Task<void> {
+      co_await async_with(engine.connect(), [&](pg::Connection& c) -> Task<void> {
+        co_await c.execute("SELECT 1");
+        holding.set();
+        co_await disposed.wait();
+        try {
+          co_await c.execute("SELECT 1");
+        } catch (const pg::ConnectionLostError&) {
+          lost = true;
+        }
+      });
+    });
+    co_await holding.wait();
+    const TimePoint start = EventLoop::running().time();
+    bool timed_out = false;
+    try {
+      co_await engine.dispose();
+    } catch (const pg::DisposeTimeoutError& e) {
+      timed_out = true;
+      EXPECT_NE(std::string(e.what()).find("1 connection(s) still checked out after 200 ms were closed"), std::string::npos)
+          << e.what();
+    }
+    auto waited = EventLoop::running().time() - start;
+    EXPECT_TRUE(timed_out);
+    EXPECT_GE(waited, 200ms);
+    EXPECT_LT(waited, 1s);
+    disposed.set();
+    co_await holder;
+    EXPECT_TRUE(lost);
+    EXPECT_EQ(engine.status().checked_out, 0u);
+    EXPECT_EQ(engine.status().open, 0u);
+  }());
+}

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -89,6 +90,17 @@ enum class TransactionStatus { idle, active, in_transaction, in_error, unknown }
 
 class Connection;
 class TransactionScope;
+namespace detail {
+class Pool;
+}
+
+namespace detail {
+// The connections a pool has lent out, shared with them so that one destroyed away from the pool
+// (or after it) leaves the set by itself.
+struct LentConnections {
+  std::unordered_set<Connection*> connections;
+};
+}  // namespace detail
 
 // conn.transaction(): BEGIN/COMMIT at the outermost level, SAVEPOINT/RELEASE inside a transaction.
 // Leaving with an exception (or a cancellation) rolls back to where it began.
@@ -259,6 +271,7 @@ class Connection {
  private:
   friend class Transaction;
   friend class TransactionScope;
+  friend class detail::Pool;
   friend class Pipeline;
   friend class TransactionScope;
   Connection(pg_conn* conn, ConnectOptions options);
@@ -336,6 +349,7 @@ class Connection {
   std::uint64_t cancel_requests_ = 0;
   bool deadline_to_server_ = true;
   bool session_touched_ = false;
+  std::shared_ptr<detail::LentConnections> lent_;  // set while a pool has lent it out
   bool prepare_seen_ = false;  // a statement since the last reset_session mentioned PREPARE
   TimePoint created_;
   TimePoint last_used_;

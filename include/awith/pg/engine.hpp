@@ -50,6 +50,9 @@ struct PoolOptions {
   // SQL-level prepared statements) before the next borrower gets it: one round trip per release.
   // Off: the next borrower may see what the previous one left in the session.
   bool reset_on_release = true;
+  // How long dispose() (and the engine's exit) waits for checked-out connections to come back;
+  // then it closes them and raises DisposeTimeoutError.
+  Duration dispose_timeout = std::chrono::seconds(30);
   ConnectOptions connection;  // every connection the pool opens gets these (statement_cache_size)
 };
 
@@ -97,7 +100,8 @@ class Engine {
   // Disposes of the pool (whatever the body's outcome) and waits until it is closed.
   Task<void> aexit(std::exception_ptr error);
   // Closes idle connections, fails new acquires, and waits until every checked-out connection has
-  // come back (they are closed as they return).
+  // come back (they are closed as they return) — at most PoolOptions::dispose_timeout: then the
+  // connections still out are closed and DisposeTimeoutError says how many.
   Task<void> dispose();
 
   ConnectionScope connect() { return ConnectionScope(pool_); }

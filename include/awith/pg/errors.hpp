@@ -104,4 +104,11 @@ class PoolTimeoutError : public awith::TimeoutError {
   using awith::TimeoutError::TimeoutError;
 };
 
+// Engine::dispose() waited PoolOptions::dispose_timeout for checked-out connections to come back;
+// those still out were closed (their holders' next operation raises ConnectionLostError).
+class DisposeTimeoutError : public awith::TimeoutError {
+ public:
+  using awith::TimeoutError::TimeoutError;
+};
+
 }  // namespace awith::pg
