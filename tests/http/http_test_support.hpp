@@ -61,4 +61,12 @@ inline std::string url_of(const Server& s, const std::string& path = "/") {
   return "http://127.0.0.1:" + std::to_string(s.sockets().at(0).sockname.port()) + path;
 }
 
+// The value of header `name` in a request head as the client sends it ("" if absent).
+inline std::string header_value(const std::string& head, const std::string& name) {
+  std::size_t at = head.find("\r\n" + name + ": ");
+  if (at == std::string::npos) return {};
+  at += name.size() + 4;
+  return head.substr(at, head.find("\r\n", at) - at);
+}
+
 }  // namespace awith::test

@@ -14,6 +14,7 @@
 using namespace awith;
 using namespace std::chrono_literals;
 using awith::test::raw_server;
+using awith::test::header_value;
 using awith::test::run_http;
 using awith::test::url_of;
 using http::ClientResponse;
@@ -163,14 +164,6 @@ TEST(HttpMalformed, StaleKeepAliveConnectionIsRetried) {
 }
 
 namespace {
-// The value of header `name` in a request head as the client sends it ("" if absent).
-std::string header_value(const std::string& head, const std::string& name) {
-  std::size_t at = head.find("\r\n" + name + ": ");
-  if (at == std::string::npos) return {};
-  at += name.size() + 4;
-  return head.substr(at, head.find("\r\n", at) - at);
-}
-
 // A keep-alive server that closes a connection once it has been idle for `idle` (as nginx's
 // keepalive_timeout does), runs each request it receives once, and counts the runs per
 // X-Request-Id and the connections it accepted. Each answer's body is the request's id.

@@ -27,6 +27,7 @@
 using namespace awith;
 using namespace std::chrono_literals;
 using awith::test::nginx;
+using awith::test::header_value;
 using awith::test::run_http;
 using awith::test::url_of;
 using http::ClientResponse;
@@ -52,14 +53,6 @@ std::string type_name(const std::exception& e) {
   std::string name = status == 0 ? demangled : typeid(e).name();
   std::free(demangled);
   return name.substr(name.rfind(':') + 1);
-}
-
-// The value of header `name` in a request head as the client sends it ("" if absent).
-std::string header_value(const std::string& head, const std::string& name) {
-  std::size_t at = head.find("\r\n" + name + ": ");
-  if (at == std::string::npos) return {};
-  at += name.size() + 4;
-  return head.substr(at, head.find("\r\n", at) - at);
 }
 
 // Runs every request it receives once (a few ms of work), counts the runs per X-Request-Id and
