@@ -234,11 +234,13 @@ TEST(PgEngine, HundredConcurrentTasks) {
   }());
 }
 
-// The heart of the issue: a task running begin() + SELECT ... FOR UPDATE + UPDATE + COMMIT (made
+// The engine's central promise: a task running begin() + SELECT ... FOR UPDATE + UPDATE + COMMIT (made
 // slow by a deferred trigger) is cancelled after every delay from 0 to 200 ms, once and also twice
-// (the second cancel interrupts the cleanup itself), by a timeout, and after 0..50 loop iterations. After each round no backend
-// is left in a transaction or holding a lock, the pool is intact, and the row counts exactly the
-// transactions whose task reported success.
+// (the second cancel interrupts the cleanup itself), by a timeout, and after 0..50 loop iterations,
+// through a pool that pre-pings reused connections and one that connects per scope. After each
+// round no backend is left in a transaction or holding a lock, the pool's open count is the
+// server's, and the row counts exactly the transactions whose task reported success (a task
+// cancelled while its COMMIT was in flight may end cancelled with the COMMIT done).
 TEST(PgEngine, CancellationAtEveryAwaitPointLeavesNothingBehind) {
   const std::string app = "awith_test_cancel_sweep";
   run([&]() -> Task<void> {
