@@ -35,7 +35,6 @@ Param to_param(double v) {
 
 }  // namespace detail
 
-using detail::field;
 using detail::is_lost_sqlstate;
 using detail::statement_missing;
 using detail::trimmed;
@@ -144,11 +143,7 @@ Task<detail::ResultPtr> Connection::read_results(const std::string& sql) {
     switch (PQresultStatus(raw)) {
       case PGRES_FATAL_ERROR: {
         if (error) break;
-        QueryError::Fields f{field(raw, PG_DIAG_SQLSTATE), field(raw, PG_DIAG_SEVERITY),
-                             field(raw, PG_DIAG_MESSAGE_PRIMARY), field(raw, PG_DIAG_MESSAGE_DETAIL),
-                             field(raw, PG_DIAG_MESSAGE_HINT), sql, 0};
-        if (auto pos = field(raw, PG_DIAG_STATEMENT_POSITION); !pos.empty()) f.position = std::atoi(pos.c_str());
-        if (f.message.empty()) f.message = trimmed(PQresultErrorMessage(raw));
+        QueryError::Fields f = detail::error_fields(raw, sql);
         error_sqlstate = f.sqlstate;
         error_message = f.message;
         if (is_lost_sqlstate(f.sqlstate)) {

@@ -4,7 +4,10 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <cstdlib>
 #include <string>
+
+#include "awith/pg/errors.hpp"
 
 namespace awith::pg::detail {
 
@@ -28,6 +31,17 @@ inline bool is_lost_sqlstate(const std::string& s) {
 // it; the name is checked too because an EXECUTE or DEALLOCATE in the SQL gives the same SQLSTATE).
 inline bool statement_missing(const std::string& sqlstate, const std::string& message, const std::string& name) {
   return sqlstate == "26000" && message.find('"' + name + '"') != std::string::npos;
+}
+
+// The fields of an error result, for the QueryError of `statement`.
+inline QueryError::Fields error_fields(const PGresult* r, const std::string& statement) {
+  QueryError::Fields f{field(r, PG_DIAG_SQLSTATE),       field(r, PG_DIAG_SEVERITY),
+                       field(r, PG_DIAG_MESSAGE_PRIMARY), field(r, PG_DIAG_MESSAGE_DETAIL),
+                       field(r, PG_DIAG_MESSAGE_HINT),    statement,
+                       0};
+  if (auto pos = field(r, PG_DIAG_STATEMENT_POSITION); !pos.empty()) f.position = std::atoi(pos.c_str());
+  if (f.message.empty()) f.message = trimmed(PQresultErrorMessage(r));
+  return f;
 }
 
 inline bool ready_now(int fd, short events) {

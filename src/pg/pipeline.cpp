@@ -9,7 +9,6 @@
 
 namespace awith::pg {
 
-using detail::field;
 using detail::is_lost_sqlstate;
 using detail::statement_missing;
 using detail::trimmed;
@@ -44,9 +43,7 @@ Task<std::vector<Result>> Connection::read_pipeline() {
       const auto& q = queued_[item];
       if (st == PGRES_FATAL_ERROR) {
         if (!error) {
-          QueryError::Fields fl{field(raw, PG_DIAG_SQLSTATE), field(raw, PG_DIAG_SEVERITY),
-                                field(raw, PG_DIAG_MESSAGE_PRIMARY), field(raw, PG_DIAG_MESSAGE_DETAIL),
-                                field(raw, PG_DIAG_MESSAGE_HINT), q.sql, 0};
+          QueryError::Fields fl = detail::error_fields(raw, q.sql);
           // Prepared on another server connection (a transaction pooler): prepared afresh next time.
           if (auto it = prepared_.find(q.sql);
               q.cached && it != prepared_.end() && statement_missing(fl.sqlstate, fl.message, it->second))

@@ -12,8 +12,6 @@
 
 namespace awith::pg {
 
-using detail::field;
-using detail::trimmed;
 
 Task<void> Connection::begin_impl(Operation) {
   co_await ready_for_query();
@@ -78,11 +76,7 @@ Task<void> Connection::commit_impl(Operation) {
           id_known = true;
           if (PQntuples(raw) == 1 && !PQgetisnull(raw, 0, 0)) id = std::string(PQgetvalue(raw, 0, 0));
         } else if (PQresultStatus(raw) == PGRES_FATAL_ERROR && !failure) {
-          QueryError::Fields f{field(raw, PG_DIAG_SQLSTATE), field(raw, PG_DIAG_SEVERITY),
-                               field(raw, PG_DIAG_MESSAGE_PRIMARY), field(raw, PG_DIAG_MESSAGE_DETAIL),
-                               field(raw, PG_DIAG_MESSAGE_HINT), "COMMIT", 0};
-          if (f.message.empty()) f.message = trimmed(PQresultErrorMessage(raw));
-          failure = std::make_exception_ptr(QueryError(std::move(f)));
+          failure = std::make_exception_ptr(QueryError(detail::error_fields(raw, "COMMIT")));
         }
       }
       busy_ = false;
