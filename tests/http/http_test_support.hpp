@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "awith/awith.hpp"
@@ -67,6 +68,23 @@ inline std::string header_value(const std::string& head, const std::string& name
   if (at == std::string::npos) return {};
   at += name.size() + 4;
   return head.substr(at, head.find("\r\n", at) - at);
+}
+
+// Reads the next request of a keep-alive connection for a test server: its head, with its body
+// (by Content-Length) read past, or nullopt when no request starts within `idle` (nullopt: no
+// bound). A connection that ends raises, as readuntil does.
+inline Task<std::optional<std::string>> read_request(StreamReader& r, std::optional<Duration> idle) {
+  std::string head;
+  bool expired = false;
+  try {
+    head = co_await wait_for(r.readuntil("\r\n\r\n"), idle);
+  } catch (const TimeoutError&) {
+    expired = true;
+  }
+  if (expired) co_return std::nullopt;
+  std::string length = header_value(head, "Content-Length");
+  if (!length.empty() && length != "0") co_await r.readexactly(std::stol(length));
+  co_return head;
 }
 
 }  // namespace awith::test

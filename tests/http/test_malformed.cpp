@@ -15,6 +15,7 @@ using namespace awith;
 using namespace std::chrono_literals;
 using awith::test::raw_server;
 using awith::test::header_value;
+using awith::test::read_request;
 using awith::test::run_http;
 using awith::test::url_of;
 using http::ClientResponse;
@@ -177,17 +178,9 @@ struct IdleClosingServer {
       ++connections;
       try {
         for (;;) {
-          std::string head;
-          bool expired = false;
-          try {
-            head = co_await wait_for(r.readuntil("\r\n\r\n"), idle);
-          } catch (const TimeoutError&) {
-            expired = true;
-          }
-          if (expired) break;
-          std::string length = header_value(head, "Content-Length");
-          if (!length.empty() && length != "0") co_await r.readexactly(std::stol(length));
-          std::string id = header_value(head, "X-Request-Id");
+          std::optional<std::string> head = co_await read_request(r, idle);
+          if (!head) break;
+          std::string id = header_value(*head, "X-Request-Id");
           ++executions[id];
           w.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(id.size()) + "\r\n\r\n" + id);
           co_await w.drain();

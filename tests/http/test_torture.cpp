@@ -28,6 +28,7 @@ using namespace awith;
 using namespace std::chrono_literals;
 using awith::test::nginx;
 using awith::test::header_value;
+using awith::test::read_request;
 using awith::test::run_http;
 using awith::test::url_of;
 using http::ClientResponse;
@@ -73,19 +74,12 @@ struct CountingServer {
         for (;;) {
           std::optional<Duration> idle;
           if (!calm && rng() % 4 == 0) idle = std::chrono::milliseconds(1 + rng() % 30);
-          std::string head;
-          bool expired = false;
-          try {
-            head = co_await wait_for(r.readuntil("\r\n\r\n"), idle);
-          } catch (const TimeoutError&) {
-            expired = true;
-          }
-          if (expired) {
+          std::optional<std::string> request = co_await read_request(r, idle);
+          if (!request) {
             ++closed_idle;
             break;
           }
-          std::string length = header_value(head, "Content-Length");
-          if (!length.empty() && length != "0") co_await r.readexactly(std::strtol(length.c_str(), nullptr, 10));
+          const std::string& head = *request;
           long budget = std::strtol(header_value(head, kBudgetHeader).c_str(), nullptr, 10);
           if (budget < 1 || budget > kTotalTimeoutMs) ++bad_budgets;
           co_await sleep(std::chrono::microseconds(rng() % 4000));
