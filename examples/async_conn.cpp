@@ -9,23 +9,21 @@
 
 using namespace std::chrono_literals;
 
+// snippet-begin: async_conn
 class AsyncConn {
  public:
-  // Initialise the resource asynchronously; the returned reference is bound to the body.
-  awith::Task<AsyncConn&> aenter() {
+  awith::Task<AsyncConn&> aenter() {          // async def __aenter__(self)
     co_await awith::sleep(100ms);
     connected = true;
     std::puts("connected");
-    co_return *this;
+    co_return *this;                          // bound to the body's parameter
   }
-  // Clean up whether or not an exception happened; returning false lets it propagate.
-  awith::Task<bool> aexit(std::exception_ptr) {
+  awith::Task<bool> aexit(std::exception_ptr) {  // async def __aexit__(self, et, ev, tb)
     co_await awith::sleep(100ms);
     connected = false;
     std::puts("connection closed");
-    co_return false;
+    co_return false;                          // true would suppress the exception
   }
-
   bool connected = false;
 };
 
@@ -37,3 +35,4 @@ awith::Task<void> main_task() {
 }
 
 int main() { awith::run(main_task()); }
+// snippet-end: async_conn

@@ -4,10 +4,12 @@
 //
 // A temporary lives until the end of the full expression that created it, so the borrowing
 // result must be awaited in that same expression:
+// snippet: tests/snippets/headers.cpp#wait_for_borrowed
 //
 //   co_await wait_for(q.get(), 1s);          // fine: q.get() lives until the await has finished
-//   auto w = wait_for(q.get(), 1s);          // q.get() is gone at the semicolon:
-//   co_await w;                              //   does not compile (lvalue await is refused)
+//
+// while `auto w = wait_for(q.get(), 1s); co_await w;` does not compile: q.get() would be gone at
+// the semicolon, so awaiting the stored lvalue is refused.
 //
 // A BorrowingTask cannot be copied or moved, and only an rvalue can be awaited; `co_await
 // std::move(w)` on a stored one would still compile and read a dead temporary — never write it.

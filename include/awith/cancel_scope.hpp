@@ -4,6 +4,7 @@
 // The shielded cleanup scope is the documented way to write cleanup that takes timeouts and
 // cancellation into account (it must not hang, and must not be cut short by the cancellation it
 // cleans up after): inside an aexit,
+// snippet: tests/snippets/headers.cpp#shielded
 //
 //   co_await async_with(CancelScope::shielded(2s), [&]() -> Task<void> { co_await flush(); });
 //

@@ -1,5 +1,6 @@
 // Name resolution (asyncio's loop.getaddrinfo) and the order connecting tries addresses in: the
 // one path open_connection (and so the HTTP client) and PostgreSQL connections resolve through.
+// snippet: tests/snippets/headers.cpp#resolve
 //
 //   std::vector<SocketAddress> addresses = co_await awith::resolve("example.org", 443);
 //

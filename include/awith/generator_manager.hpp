@@ -16,12 +16,18 @@
 namespace awith {
 
 // The return type of a generator-based manager (Python's @asynccontextmanager):
+// snippet: tests/snippets/headers.cpp#open_session
 //
 //   AsyncContextManager<Session> open_session() {
-//     Session s = co_await connect();   // setup (runs at aenter)
-//     try { co_yield s; }               // the body runs here; its exception is rethrown here
-//     catch (...) { ... }               // translate, swallow (= suppress) or rethrow
-//     co_await s.close();               // cleanup (runs at aexit, inside a cleanup scope)
+//     Session s = co_await connect();     // setup (runs at aenter)
+//     std::exception_ptr error;
+//     try {
+//       co_yield s;                       // the body runs here; its exception is rethrown here
+//     } catch (...) {                     // keep it (here), translate it, or drop it (= suppress)
+//       error = std::current_exception();
+//     }
+//     co_await s.close();                 // cleanup (runs at aexit, inside a cleanup scope)
+//     if (error) std::rethrow_exception(error);
 //   }
 //
 // Calling the function runs nothing; the manager is single-use.

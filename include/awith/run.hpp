@@ -12,6 +12,7 @@ namespace awith {
 // Thrown by run() after Ctrl-C (SIGINT) interrupted it, once every task has finished its cleanup
 // (asyncio.run's KeyboardInterrupt). Like CancelledError it is not a std::exception (Python's is a
 // BaseException): `catch (const std::exception&)` must not swallow a Ctrl-C. Catch it in main:
+// snippet: tests/snippets/headers.cpp#keyboard_interrupt
 //
 //   int main() {
 //     try {

@@ -1,9 +1,12 @@
 // asyncio.start_server / Server: a listening socket whose every accepted connection runs the
 // handler as its own task, with asyncio 3.12+'s lifecycle.
+// snippet: tests/snippets/headers.cpp#echo_server
 //
 //   auto server = co_await awith::start_server(
 //       [](awith::StreamReader reader, awith::StreamWriter writer) -> awith::Task<void> {
-//         while (auto line = co_await reader.readline(); !line.empty()) {
+//         for (;;) {
+//           std::string line = co_await reader.readline();
+//           if (line.empty()) break;  // the client closed its end
 //           writer.write(line);
 //           co_await writer.drain();
 //         }

@@ -1,5 +1,6 @@
 // Streams (asyncio's StreamReader / StreamWriter) over a non-blocking stream socket, and
 // open_connection / open_unix_connection.
+// snippet: tests/snippets/headers.cpp#open_connection
 //
 //   auto [reader, writer] = co_await awith::open_connection("example.org", 80);
 //   writer.write("GET / HTTP/1.0\r\n\r\n");

@@ -20,10 +20,12 @@
 namespace awith {
 
 // Used with async_with:
+// snippet: tests/snippets/headers.cpp#task_group
 //
 //   co_await async_with(TaskGroup(), [&](TaskGroup& tg) -> Task<void> {
 //     auto a = tg.create_task(fetch(1));
 //     tg.create_task(fetch(2));
+//     co_return;
 //   });  // both are done here, or the failures are raised as an ExceptionGroup
 //
 // No child outlives the block: the exit waits for every child, also when it is itself

@@ -3,6 +3,7 @@
 // Cleanup code is right only if it is right wherever a cancellation lands. sweep_cancellation runs
 // a scenario once to count its await points, then once more for each point and each CancelMode,
 // cancelling the scenario's root task exactly there, and hands every run to a check:
+// snippet: tests/snippets/testing.cpp#sweep
 //
 //   TEST(Pool, ConnectionsAreReturnedWhereverTheCancelLands) {
 //     Pool pool;

@@ -1,6 +1,7 @@
 // TLS with OpenSSL (Python's ssl module, as asyncio uses it): contexts, the negotiated session's
 // view, and the typed errors. Connections use them through open_connection / start_server
 // (StreamOptions::ssl, ServerOptions::ssl) and StreamWriter::start_tls:
+// snippet: tests/snippets/headers.cpp#tls_client
 //
 //   awith::StreamOptions options;
 //   options.ssl = awith::create_default_context();  // verifies the server, checks its name

@@ -1,9 +1,10 @@
 // ClientSession (aiohttp's): an HTTP/1.1 client with a keep-alive connection pool, used as an
 // async context manager.
+// snippet: tests/snippets/http.cpp#session
 //
 //   co_await async_with(http::ClientSession(http::ClientTimeout{.total = 10s}), [&](http::ClientSession& session) -> Task<void> {
 //     co_await async_with(session.get(url), [&](http::ClientResponse& resp) -> Task<void> {
-//       auto data = co_await resp.json();
+//       nlohmann::json data = co_await resp.json();
 //     });
 //   });
 //

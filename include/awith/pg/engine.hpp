@@ -1,7 +1,8 @@
 // awith::pg::Engine: a pool of PostgreSQL connections (SQLAlchemy's AsyncEngine / asyncpg's Pool)
 // with connection and transaction scopes used through async_with:
+// snippet: tests/snippets/pg.cpp#engine
 //
-//   co_await async_with(create_engine(dsn), [&](pg::Engine& engine) -> Task<void> {
+//   co_await async_with(pg::create_engine(dsn), [&](pg::Engine& engine) -> Task<void> {
 //     co_await async_with(engine.begin(), [&](pg::Connection& conn) -> Task<void> {
 //       co_await conn.execute("UPDATE t SET v = $1 WHERE id = $2", 5, 1);
 //     });  // COMMIT; ROLLBACK when the body throws or is cancelled

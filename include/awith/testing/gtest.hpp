@@ -18,6 +18,7 @@ namespace awith::testing {
 // Wraps a check written with EXPECT_* / ASSERT_*. The failures of each run are reported to gtest
 // again with the run's point in front of them (an assertion in a check otherwise says nothing of
 // where the cancel landed), and they fail that run of the sweep, so the report lists them too:
+// snippet: tests/snippets/testing.cpp#gtest_check
 //
 //   auto report = sweep_cancellation(scenario, gtest_check([&](const SweepRun& run) {
 //     EXPECT_EQ(pool.in_use(), 0);
